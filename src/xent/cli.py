@@ -1,0 +1,137 @@
+"""`xent-run`: Hydra's CLI, with bad input caught before any run dir is touched.
+
+Imports stay light at module level so `--help`, `--cfg job` and tab completion are quick;
+torch and Lightning load only when a run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONFIG_MODULE = "xent.conf"
+CONFIG_NAME = "config"
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
+class RunFailed(Exception):
+    """A run that started and then failed; its run dir holds metrics.json and error.log."""
+
+    def __init__(self, run_dir: Path, message: str):
+        super().__init__(f"run failed: {message} (details: {run_dir / 'error.log'})")
+
+
+# Failures of the jobs of this process, reported by main() after Hydra returns: a job that
+# raised would make Hydra print its own multi-line report and, in a sweep, stop the others.
+_job_failures: list[Exception] = []
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)
+def hydra_app(cfg: DictConfig) -> float | None:
+    from xent.errors import XentError
+    from xent.preflight import root_message
+    from xent.run import run
+
+    try:
+        metrics = run(cfg)
+    except XentError as err:
+        _job_failures.append(err)
+        return None
+    except Exception as err:
+        _job_failures.append(RunFailed(Path(cfg.paths.output_dir), root_message(err)))
+        if os.environ.get("XENT_TRACEBACK") == "1":
+            raise
+        return None
+    return metrics.get("test/acc")
+
+
+def _is_plain_run(argv: list[str]) -> bool:
+    """Overrides only: no -m, --help, --cfg, -sc, ... (those are Hydra's own business)."""
+    return all(not arg.startswith("-") for arg in argv)
+
+
+def preflight_single_run(overrides: list[str]) -> None:
+    """Compose, check every part, and set an earlier run aside, before Hydra writes anything."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from xent.preflight import build_parts, check_override_types
+    from xent.rundir import archive_previous_run
+
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+        value_overrides = [o for o in overrides if _is_value_override(o)]
+        group_overrides = [o for o in overrides if o not in value_overrides]
+        defaults = compose(CONFIG_NAME, overrides=group_overrides, return_hydra_config=True)
+        check_override_types(defaults, value_overrides)
+        run_dir = Path(cfg.hydra.run.dir)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+        build_parts(cfg)
+    if not cfg.resume and not cfg.get("ckpt_path") and run_dir.is_dir():
+        moved = archive_previous_run(run_dir)
+        if moved:
+            print(f"xent-run: {run_dir} held an earlier run; moved it to {moved}", file=sys.stderr)
+
+
+def _is_value_override(override: str) -> bool:
+    """`a.b=1` or `seed=1` set values; `loss=gce`, `+experiment=x` pick config files."""
+    key = override.split("=", 1)[0].lstrip("~+")
+    if key.startswith("hydra."):
+        return False  # hydra.searchpath etc. shape composition itself
+    if "." in key:
+        return True
+    conf_dir = Path(__file__).parent / "conf"
+    return not (conf_dir / key).is_dir() and key != "hydra"
+
+
+def one_line(err: BaseException) -> str:
+    """Hydra's multi-line composition errors, flattened to the line a user needs."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(err, MissingConfigException) and err.options is not None:
+        group = (err.missing_cfg_file or "").split("/")[0]
+        bad = (err.missing_cfg_file or "").split("/", 1)[-1]
+        valid = ", ".join(sorted(err.options)) or f"none found for group '{group}'"
+        return f"{group}={bad} is not an option; valid: {valid}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:3]) if lines else type(err).__name__
+
+
+def main() -> None:
+    """Entry point of `xent-run`; exit 2 for bad input, 1 for a run that failed."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from xent.errors import XentError
+
+    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    if user_wants_traceback:
+        os.environ["XENT_TRACEBACK"] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
+    argv = sys.argv[1:]
+    try:
+        if _is_plain_run(argv):
+            preflight_single_run(argv)
+        hydra_app()
+    except (XentError, HydraException, OmegaConfBaseException) as err:
+        if user_wants_traceback:
+            raise
+        _job_failures.append(err)
+    if _job_failures:
+        for err in _job_failures:
+            prefix = "xent-run: " if isinstance(err, RunFailed) else "xent-run: error: "
+            print(prefix + one_line(err), file=sys.stderr)
+        bad_input = all(not isinstance(err, RunFailed) for err in _job_failures)
+        sys.exit(EXIT_BAD_INPUT if bad_input else EXIT_RUN_FAILED)
+
+
+if __name__ == "__main__":
+    main()

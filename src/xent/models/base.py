@@ -1,0 +1,45 @@
+"""The contract every model keeps: logits are a linear head on pooled features.
+
+Losses that work on features (prototypes, contrastive terms, distillation) need the
+penultimate representation as well as the logits; splitting every model the same way lets
+them use any model without knowing its architecture.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Classifier(nn.Module):
+    """Base class: `forward(x) == head(forward_features(x))`.
+
+    Subclasses set `head` to the final `nn.Linear(D, num_classes)` and implement
+    `forward_features`, returning pooled features of shape (B, D).
+    """
+
+    head: nn.Linear
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Pooled penultimate features, shape (B, D)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits, shape (B, num_classes)."""
+        return self.head(self.forward_features(x))
+
+    @property
+    def feature_dim(self) -> int:
+        """D, the width of `forward_features`' output."""
+        return self.head.in_features
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """He (fan-out) init for convs, identity for batch norms, as the CIFAR zoo initialises."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

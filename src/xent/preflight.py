@@ -1,0 +1,173 @@
+"""Checks that run before anything is written: bad input fails here, in one line.
+
+`build_parts` is also how a job builds its pieces, so the checks and the run cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from xent.errors import ConfigError, XentError
+
+EVAL_CKPT_CHOICES = ("last", "best")
+
+
+@dataclass
+class Parts:
+    """Everything a task is built from, already instantiated."""
+
+    datamodule: Any
+    net: torch.nn.Module
+    loss: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    """`model=resnet20`-style name of a group's choice, for messages."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+    if choices is None and HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+    choices = choices or {}
+    return f"{group}={choices[group]}" if group in choices else group
+
+
+def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
+    """Instantiate `cfg[group]`; any failure becomes one line that names the group choice."""
+    node = cfg.get(group)
+    if node is None or OmegaConf.select(node, "_target_", default=None) is None:
+        return None
+    return call_checked(cfg, group, instantiate, config=node, **kwargs)
+
+
+def call_checked(cfg: DictConfig, group: str, fn: Any, **kwargs: Any) -> Any:
+    """Call `fn`; a failure becomes one line that names the group choice it came from."""
+    try:
+        return fn(**kwargs)
+    except XentError:
+        raise
+    except Exception as err:  # noqa: BLE001 - reported to the user, not swallowed
+        raise ConfigError(f"{_choice(cfg, group)}: {root_message(err)}") from err
+
+
+def root_message(err: BaseException) -> str:
+    """The innermost cause's message, on one line: what actually went wrong."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = " ".join(str(err).split())
+    if isinstance(err, XentError):
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Range checks on the keys every run has; types are checked against defaults separately."""
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed={seed!r} must be an integer >= 0")
+    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer >= 1")
+    lr = OmegaConf.select(cfg, "optim.lr")
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
+        raise ConfigError(f"optim.lr={lr!r} must be a number > 0")
+    if cfg.get("eval_ckpt") not in EVAL_CKPT_CHOICES:
+        raise ConfigError(f"eval_ckpt={cfg.get('eval_ckpt')!r} must be one of {EVAL_CKPT_CHOICES}")
+
+
+def check_override_types(defaults: DictConfig, overrides: list[str]) -> None:
+    """`key=value` overrides must keep the type of the default they replace.
+
+    Hydra accepts `trainer.max_epochs=abc` as a string and the failure would surface deep in
+    training; here it is caught up front, naming the key and the default.
+    """
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.type == OverrideType.DEL or override.is_sweep_override():
+            continue
+        key = override.key_or_group
+        if key.startswith("hydra.") or "/" in key or "@" in key:
+            continue
+        default = OmegaConf.select(
+            defaults, key, default=None, throw_on_missing=False, throw_on_resolution_failure=False
+        )
+        if default is None or isinstance(default, DictConfig):
+            continue
+        value = override.value()
+        if not _same_kind(default, value):
+            raise ConfigError(
+                f"{key}={override.get_value_element_as_str()}: expected "
+                f"{_kind_name(default)} (default {default!r})"
+            )
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return True
+
+
+def _kind_name(default: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number"}.get(
+        type(default), type(default).__name__
+    )
+
+
+def probe_classifier(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module) -> None:
+    """One forward on zeros of the data's shape: a model/data mismatch fails here, not mid-run."""
+    data = cfg.data
+    shape = (2, data.in_channels, data.image_size, data.image_size)
+    model, dataset = _choice(cfg, "model"), _choice(cfg, "data")
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            logits = net(torch.zeros(shape))
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(
+            f"{model} cannot take {dataset} input of shape "
+            f"{data.in_channels}x{data.image_size}x{data.image_size}: {root_message(err)}"
+        ) from err
+    finally:
+        net.train(was_training)
+    if tuple(logits.shape) != (2, data.num_classes):
+        raise ConfigError(
+            f"{model} returns {tuple(logits.shape)[1:]} outputs per sample but {dataset} "
+            f"has {data.num_classes} classes"
+        )
+    try:
+        value = loss(logits, torch.zeros(2, dtype=torch.long))
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"{_choice(cfg, 'loss')}: fails on logits: {root_message(err)}") from err
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        raise ConfigError(f"{_choice(cfg, 'loss')}: must return a scalar, got {value!r}")
+
+
+def build_parts(cfg: DictConfig) -> Parts:
+    """Instantiate data, model, loss, optimizer and schedule, checking each as it is built."""
+    check_values(cfg)
+    datamodule = instantiate_group(cfg, "data")
+    call_checked(cfg, "data", datamodule.prepare_data)
+    net = instantiate_group(cfg, "model")
+    loss = instantiate_group(cfg, "loss")
+    probe_classifier(cfg, net, loss)
+    optimizer = instantiate_group(cfg, "optim")
+    scheduler = instantiate_group(cfg, "sched")
+    # Call the partials once against the real parameters so torch's own checks (lr, momentum,
+    # betas, milestones, ...) fire now; the task calls them again in configure_optimizers.
+    probe_opt = call_checked(cfg, "optim", optimizer, params=net.parameters())
+    if scheduler is not None:
+        call_checked(cfg, "sched", scheduler, optimizer=probe_opt)
+    return Parts(datamodule, net, loss, optimizer, scheduler)

@@ -1,0 +1,117 @@
+"""One job: build the parts, fit, test, write the run dir. Called by Hydra for every run."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from xent.console import print_config, print_results
+from xent.preflight import build_parts, root_message
+from xent.rundir import resume_checkpoint, write_metrics
+
+log = logging.getLogger("xent")
+
+# metrics.json keys copied from Lightning's logged values, per task.
+REPORTED = ("test/acc", "test/acc5", "test/nll", "test/ece", "test/loss", "best/val_acc")
+
+
+class _DropTips(logging.Filter):
+    """Lightning advertises cloud products at every fit; a run log has no use for that."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡")
+
+
+def _quiet_library_noise() -> None:
+    # Lightning prints its info lines to stderr through a handler of its own; route them through
+    # the run's logging instead (stdout and xent.log), so stderr carries only errors.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics"):
+        library_log = logging.getLogger(name)
+        for handler in list(library_log.handlers):
+            library_log.removeHandler(handler)
+        library_log.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    # Raised inside Lightning against torch 2.15's pytree; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def _instantiate_all(node: DictConfig | None) -> list[Any]:
+    """A dict-of-`_target_` group (callbacks, logger) to a list; an empty group to []."""
+    if not node:
+        return []
+    return [instantiate(entry) for entry in node.values() if entry and "_target_" in entry]
+
+
+def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Replace Hydra's unresolved .hydra/config.yaml by the resolved one a later reader needs."""
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _finish_wandb(loggers: list[Any]) -> None:
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one configuration; metrics.json is written whatever happens."""
+    run_dir = Path(cfg.paths.output_dir)
+    metrics: dict[str, Any] = {"status": "failed", "seed": cfg.seed, "epochs": 0}
+    loggers: list[Any] = []
+    started = time.perf_counter()
+    trainer = None
+    _quiet_library_noise()
+    try:
+        _save_resolved_config(cfg, run_dir)
+        print_config(cfg)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        parts = build_parts(cfg)
+        task = instantiate(
+            cfg.task,
+            net=parts.net,
+            loss=parts.loss,
+            optimizer=parts.optimizer,
+            scheduler=parts.scheduler,
+        )
+        loggers = _instantiate_all(cfg.get("logger"))
+        trainer = instantiate(
+            cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False
+        )
+        ckpt = resume_checkpoint(run_dir, bool(cfg.resume), cfg.get("ckpt_path"))
+        if ckpt:
+            log.info("resuming from %s", ckpt)
+        fit_started = time.perf_counter()
+        trainer.fit(task, datamodule=parts.datamodule, ckpt_path=ckpt)
+        metrics["train_time_s"] = time.perf_counter() - fit_started
+        metrics["epochs"] = trainer.current_epoch
+        fit_values = dict(trainer.callback_metrics)
+        test_ckpt = "best" if cfg.eval_ckpt == "best" else None
+        trainer.test(task, datamodule=parts.datamodule, ckpt_path=test_ckpt, verbose=False)
+        values = {**fit_values, **trainer.callback_metrics}
+        metrics.update({k: float(values[k]) for k in REPORTED if k in values})
+        metrics["best/val_acc"] = task.best_val_acc
+        metrics["status"] = "ok"
+        return metrics
+    except BaseException as err:
+        metrics["error"] = root_message(err) if isinstance(err, Exception) else type(err).__name__
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        raise
+    finally:
+        metrics.setdefault("train_time_s", time.perf_counter() - started)
+        if trainer is not None:
+            metrics["epochs"] = trainer.current_epoch
+        write_metrics(run_dir, metrics)
+        if metrics["status"] == "ok":
+            print_results(metrics, run_dir)
+        _finish_wandb(loggers)

@@ -1,0 +1,73 @@
+"""The run directory contract: metrics.json, checkpoints, and never losing an earlier run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+LAST_CKPT = Path("checkpoints") / "last.ckpt"
+# What a finished or interrupted run leaves behind; their presence means "a run lived here".
+RUN_ARTIFACTS = (METRICS_FILE, "checkpoints", ".hydra", "csv", "tensorboard", "wandb")
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
+    """Write metrics.json atomically (temp file + rename): a reader never sees half a file."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean = {k: _plain(v) for k, v in metrics.items()}
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics.", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(clean, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)
+    target = run_dir / METRICS_FILE
+    os.replace(tmp, target)
+    return target
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and numpy scalars to floats; NaN/inf to null so the file stays valid JSON."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / METRICS_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def archive_previous_run(run_dir: Path) -> Path | None:
+    """Move an earlier run's files into run_dir/archive/<stamp>/ before a fresh run reuses it."""
+    present = [name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
+    present += [p.name for p in run_dir.glob("*.log")]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((run_dir / present[0]).stat().st_mtime))
+    target = run_dir / "archive" / stamp
+    suffix = 1
+    while target.exists():
+        target = run_dir / "archive" / f"{stamp}-{suffix}"
+        suffix += 1
+    target.mkdir(parents=True)
+    for name in present:
+        shutil.move(str(run_dir / name), str(target / name))
+    return target
+
+
+def resume_checkpoint(run_dir: Path, resume: bool, ckpt_path: str | None) -> str | None:
+    """The checkpoint to continue from: an explicit ckpt_path wins, else last.ckpt on resume."""
+    if ckpt_path:
+        return str(ckpt_path)
+    last = run_dir / LAST_CKPT
+    if resume and last.exists():
+        return str(last)
+    return None

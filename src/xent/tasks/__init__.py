@@ -1,0 +1,1 @@
+"""LightningModules, one per task shape: classify (and, later, distill, flow, tta)."""

@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny datasets in their real on-disk formats, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_cifar(
+    root: Path, variant: str, n_train: int = 50, n_test: int = 20, seed: int = 0
+) -> Path:
+    """Write a tiny CIFAR-10/100 in torchvision's python-pickle layout (the real format).
+
+    The originals are Python 2 pickles whose keys read as str under torchvision's
+    encoding="latin1"; str keys here give the same dict. Images are class-coloured so a model
+    can learn them; checksums cannot match the real files, which is why tests that decode
+    these patch torchvision's md5 check.
+    """
+    rng = np.random.default_rng(seed)
+    classes = 10 if variant == "cifar10" else 100
+    label_key = "labels" if variant == "cifar10" else "fine_labels"
+
+    def batch(n: int) -> dict:
+        labels = rng.integers(0, classes, n)
+        labels[:classes] = np.arange(min(n, classes))
+        images = (labels[:, None] * 7 % 256 + rng.integers(0, 30, (n, 3072))).astype(np.uint8)
+        out = {"data": images, label_key: labels.tolist(), "filenames": ["x"] * n}
+        if variant == "cifar100":
+            out["coarse_labels"] = (labels // 5).tolist()
+        return out
+
+    if variant == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        files = {f"data_batch_{i}": batch(n_train // 5) for i in range(1, 6)}
+        files["test_batch"] = batch(n_test)
+        files["batches.meta"] = {"label_names": [f"c{i}" for i in range(10)]}
+    else:
+        folder = root / "cifar-100-python"
+        files = {"train": batch(n_train), "test": batch(n_test)}
+        files["meta"] = {"fine_label_names": [f"c{i}" for i in range(100)]}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        with open(folder / name, "wb") as handle:
+            pickle.dump(content, handle, protocol=2)
+    return folder
+
+
+def composed(tmp_path: Path, *overrides: str):
+    """The config `xent-run OVERRIDES` would run, with its run dir under tmp_path."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_module("xent.conf", version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.cwd = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # a Hydra job sees its config without the hydra node
+    return cfg
+
+
+@pytest.fixture
+def skip_cifar_checksum(monkeypatch):
+    """torchvision verifies md5s of the real CIFAR files; tiny test files cannot match them."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+
+
+def xent_run(*overrides: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    """Run the installed CLI in a subprocess, as a user would."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    cmd = [sys.executable, "-m", "xent.cli", *overrides]
+    return subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,0 +1,247 @@
+"""`xent-run` as a user runs it: a subprocess, a run dir, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import xent_run
+
+METRIC_KEYS = {
+    "status",
+    "seed",
+    "train_time_s",
+    "epochs",
+    "test/acc",
+    "test/acc5",
+    "test/nll",
+    "test/ece",
+    "best/val_acc",
+}
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Content hash of every file below `folder`: proves a bad input touched nothing."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The Quickstart's run (`make run` = xent-run with no overrides), in its own dir."""
+    root = tmp_path_factory.mktemp("default")
+    run_dir = root / "run"
+    proc = xent_run(f"hydra.run.dir={run_dir}", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, proc
+
+
+@pytest.mark.slow
+def test_default_run_learns_digits_and_writes_the_run_dir(default_run):
+    run_dir, proc = default_run
+    result = metrics(run_dir)
+    assert METRIC_KEYS <= set(result)
+    assert result["status"] == "ok" and result["seed"] == 0 and result["epochs"] == 20
+    assert result["test/acc"] >= 0.95
+    assert 0 <= result["test/ece"] < 0.1 and result["test/nll"] < 0.3
+    # the resolved config: no interpolation left, and it names the choices
+    saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "${" not in saved and "xent.data.digits.DigitsDataModule" in saved
+    for name in (
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "csv/metrics.csv",
+        "xent.log",
+        ".hydra/overrides.yaml",
+    ):
+        assert (run_dir / name).is_file(), name
+    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["epoch"] == 19 and ckpt["best_val_acc"] == pytest.approx(result["best/val_acc"])
+    # the terminal shows a result table with the run dir
+    assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout.replace("\n", "")
+    assert "epoch 20/20" in (run_dir / "xent.log").read_text()
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_and_earlier_run_is_kept(tmp_path):
+    run_dir = tmp_path / "D"
+    args = (f"hydra.run.dir={run_dir}", "seed=3", "trainer.max_epochs=5")
+    first = xent_run(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    first_metrics = metrics(run_dir)
+    second = xent_run(*args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    archived = list((run_dir / "archive").glob("*/metrics.json"))
+    assert len(archived) == 1 and json.loads(archived[0].read_text()) == first_metrics
+    assert "moved it to" in second.stderr
+    for key in ("test/acc", "test/nll", "test/ece", "best/val_acc"):
+        assert metrics(run_dir)[key] == first_metrics[key], key
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    args = ("seed=1", "trainer.max_epochs=8", "data.batch_size=16")
+    straight = tmp_path / "straight"
+    assert xent_run(*args, f"hydra.run.dir={straight}", cwd=tmp_path).returncode == 0
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "xent.cli", *args, f"hydra.run.dir={killed}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    epoch_at_kill = torch.load(last, weights_only=True, map_location="cpu")["epoch"]
+    assert epoch_at_kill < 7
+
+    resumed = xent_run(*args, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    a, b = metrics(straight), metrics(killed)
+    for key in ("test/acc", "test/nll", "test/ece", "best/val_acc", "epochs"):
+        assert a[key] == b[key], key
+
+
+@pytest.mark.slow
+def test_resume_without_checkpoint_starts_fresh(tmp_path):
+    run_dir = tmp_path / "new"
+    proc = xent_run(f"hydra.run.dir={run_dir}", "resume=true", "trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert metrics(run_dir)["epochs"] == 1
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("earlier")
+    run_dir = root / "run"
+    proc = xent_run(f"hydra.run.dir={run_dir}", "trainer.max_epochs=1", cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+BAD_INPUTS = [
+    (["loss=nope"], r"loss=nope is not an option; valid: ce"),
+    (["model=nope"], r"model=nope is not an option; valid: .*cnn.*resnet18"),
+    (["trainer.max_epochs=abc"], r"trainer.max_epochs=abc: expected an integer \(default 20\)"),
+    (["optim.lr=-0.1"], r"optim.lr=-0.1 must be a number > 0"),
+    (["optim.momentum=-1"], r"optim=sgd: ValueError: Invalid momentum value: -1"),
+    (["seed=-1"], r"seed=-1 must be an integer >= 0"),
+    (["data.batch_size=0"], r"data=digits: data.batch_size=0 must be a positive integer"),
+    (["data.label_noise=1.5"], r"data.label_noise=1.5 must be in \[0, 1\)"),
+    (["loss.label_smoothing=2.0"], r"loss=ce: .*label_smoothing must be between 0.0 and 1.0"),
+    (["eval_ckpt=foo"], r"eval_ckpt='foo' must be one of \('last', 'best'\)"),
+    (["nokey=1"], r"Could not override 'nokey'. To append to your config use \+nokey=1"),
+    (
+        ["model=resnet20", "model.in_channels=3"],
+        r"model=resnet20 cannot take data=digits input of shape 1x8x8: RuntimeError: .*channels",
+    ),
+    (
+        ["model=resnet20", "model.num_classes=7"],
+        r"model=resnet20 returns \(7,\) outputs per sample but data=digits has 10 classes",
+    ),
+    (
+        ["data=cifar100", "data.download=false"],
+        r"cifar100: train, test, meta not found under .*cifar-100-python.*cifar-100-python.tar.gz",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_touches_nothing(earlier_run, tmp_path, overrides, message):
+    before = snapshot(earlier_run)
+    proc = xent_run(
+        f"hydra.run.dir={earlier_run}",
+        f"paths.data_dir={tmp_path / 'no-data'}",
+        *overrides,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("xent-run: error: ")
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert snapshot(earlier_run) == before
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_records_it(tmp_path):
+    run_dir = tmp_path / "fail"
+    # The Trainer itself rejects this value, after the run dir exists: a failed run, not bad input.
+    proc = xent_run(f"hydra.run.dir={run_dir}", "+trainer.limit_train_batches=-3", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and "run failed:" in proc.stderr
+    result = metrics(run_dir)
+    assert result["status"] == "failed" and "limit_train_batches" in result["error"]
+    assert "Traceback" in (run_dir / "error.log").read_text()
+
+
+def test_help_and_cfg_job_are_hydras_and_quick(tmp_path):
+    started = time.time()
+    helped = xent_run("--help", cwd=tmp_path)
+    assert helped.returncode == 0
+    assert "== Configuration groups ==" in helped.stdout and "loss: ce" in helped.stdout
+    shown = xent_run("--cfg", "job", "loss=ce", "optim.lr=0.2", cwd=tmp_path)
+    assert shown.returncode == 0 and "lr: 0.2" in shown.stdout
+    # neither loaded torch: both stay interactive-fast (generous bound for a loaded CI box)
+    assert time.time() - started < 20
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_shell_completion_is_hydras(tmp_path):
+    proc = xent_run("-sc", "install=bash", cwd=tmp_path)
+    assert proc.returncode == 0 and "complete" in proc.stdout
+
+
+@pytest.mark.slow
+def test_wandb_offline_writes_run_files(tmp_path):
+    pytest.importorskip("wandb")
+    run_dir = tmp_path / "wb"
+    proc = xent_run(
+        f"hydra.run.dir={run_dir}",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "tags=[ci]",
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "no offline event file"
+    assert metrics(run_dir)["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_tensorboard_and_no_logger(tmp_path):
+    pytest.importorskip("tensorboard")
+    tb = tmp_path / "tb"
+    proc = xent_run(
+        f"hydra.run.dir={tb}", "logger=tensorboard", "trainer.max_epochs=1", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((tb / "tensorboard").glob("events.out.tfevents.*"))
+    none = tmp_path / "none"
+    proc = xent_run(f"hydra.run.dir={none}", "logger=none", "trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (none / "csv").exists() and metrics(none)["status"] == "ok"
