@@ -16,6 +16,13 @@ from xent.data.noise import symmetric_label_noise
 from xent.errors import ConfigError, DataNotFoundError
 
 
+def cifar_module(root, variant: str, **kw) -> CIFARDataModule:
+    """A CIFAR module reading `root` only (no download), with the variant's real shape."""
+    classes = 10 if variant == "cifar10" else 100
+    args = {"num_classes": classes, "in_channels": 3, "image_size": 32, "download": False, **kw}
+    return CIFARDataModule(variant=variant, root=str(root), **args)
+
+
 def digits(**kw) -> DigitsDataModule:
     args = {"num_classes": 10, "in_channels": 1, "image_size": 8, "batch_size": 64, **kw}
     dm = DigitsDataModule(**args)
@@ -126,17 +133,7 @@ def test_symmetric_noise_flips_exactly_the_rate_to_other_classes():
 @pytest.mark.parametrize("variant,classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_decodes_real_pickle_format(tmp_path, skip_cifar_checksum, variant, classes):
     folder = write_cifar(tmp_path, variant, n_train=150, n_test=40)
-    dm = CIFARDataModule(
-        variant=variant,
-        root=str(tmp_path),
-        download=False,
-        num_classes=classes,
-        in_channels=3,
-        image_size=32,
-        batch_size=16,
-        crop_padding=4,
-        hflip=True,
-    )
+    dm = cifar_module(tmp_path, variant, batch_size=16, crop_padding=4, hflip=True)
     name = "test_batch" if variant == "cifar10" else "test"
     with open(folder / name, "rb") as handle:
         raw = pickle.load(handle, encoding="latin1")
@@ -153,28 +150,13 @@ def test_cifar_decodes_real_pickle_format(tmp_path, skip_cifar_checksum, variant
 
 def test_cifar_held_out_validation(tmp_path, skip_cifar_checksum):
     write_cifar(tmp_path, "cifar10", n_train=200, n_test=40)
-    dm = CIFARDataModule(
-        variant="cifar10",
-        root=str(tmp_path),
-        download=False,
-        num_classes=10,
-        in_channels=3,
-        image_size=32,
-        val_size=50,
-    )
+    dm = cifar_module(tmp_path, "cifar10", val_size=50)
     dm.setup()
     assert len(dm.splits["val"].labels) == 50 and len(dm.splits["train"].labels) == 150
 
 
 def test_cifar_missing_without_download_says_where(tmp_path):
-    dm = CIFARDataModule(
-        variant="cifar100",
-        root=str(tmp_path),
-        download=False,
-        num_classes=100,
-        in_channels=3,
-        image_size=32,
-    )
+    dm = cifar_module(tmp_path, "cifar100")
     with pytest.raises(DataNotFoundError) as info:
         dm.prepare_data()
     message = str(info.value)
@@ -185,13 +167,6 @@ def test_cifar_missing_without_download_says_where(tmp_path):
 
 def test_cifar_real_checksum_rejects_wrong_files(tmp_path):
     write_cifar(tmp_path, "cifar10")
-    dm = CIFARDataModule(
-        variant="cifar10",
-        root=str(tmp_path),
-        download=False,
-        num_classes=10,
-        in_channels=3,
-        image_size=32,
-    )
+    dm = cifar_module(tmp_path, "cifar10")
     with pytest.raises(DataNotFoundError, match=r"failed torchvision's checksum"):
         dm.setup()

@@ -33,8 +33,12 @@ class Classifier(nn.Module):
         return self.head.in_features
 
 
-def init_conv_bn(module: nn.Module) -> None:
-    """He (fan-out) init for convs, identity for batch norms, as the CIFAR zoo initialises."""
+def init_conv_bn(module: nn.Module, linear_std: float | None = None) -> None:
+    """He (fan-out) init for convs, identity for batch norms, as the CIFAR zoo initialises.
+
+    `linear_std` also draws Linear weights from N(0, std²) with zero bias (the zoo's VGG and
+    MobileNetV2 do this with 0.01); None leaves PyTorch's default Linear init.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -42,4 +46,7 @@ def init_conv_bn(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0.0, linear_std)
             nn.init.zeros_(m.bias)

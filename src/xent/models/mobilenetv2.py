@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from xent.models.base import Classifier
+from xent.models.base import Classifier, init_conv_bn
 
 # (expansion, output channels, blocks, first stride); None: the model's `expansion` (6).
 SETTINGS: list[tuple[int | None, int, int, int]] = [
@@ -90,18 +90,7 @@ class MobileNetV2(Classifier):
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(last, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self, linear_std=0.01)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.pool(self.features(x)).flatten(1)

@@ -1,0 +1,199 @@
+"""An image data module that keeps every split in memory as one uint8 tensor.
+
+Batches are gathered by index and augmented as whole tensors. Shuffling and augmentation draw
+from generators seeded by (seed, epoch, batch), so an interrupted run resumed from an epoch-end
+checkpoint sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from xent.data.augment import random_crop_flip
+from xent.data.noise import symmetric_label_noise
+from xent.errors import ConfigError
+
+
+@dataclass
+class Split:
+    """Images (N, C, H, W) uint8 and labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+class EpochBatchSampler(Sampler):
+    """Yields (indices, batch_seed) pairs; both depend only on (seed, epoch).
+
+    Lightning calls `set_epoch` on a dataloader's sampler at the start of every epoch,
+    including the first epoch after a resume.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int):
+        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
+        batch_seeds = torch.randint(0, 2**62, (len(self),), generator=gen).tolist()
+        for i, batch_seed in enumerate(batch_seeds):
+            yield order[i * self.batch_size : (i + 1) * self.batch_size], batch_seed
+
+
+class BatchGather(Dataset):
+    """Indexed by (indices, batch_seed): returns a normalised, optionally augmented batch."""
+
+    def __init__(
+        self,
+        split: Split,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        crop_padding: int = 0,
+        hflip: bool = False,
+    ):
+        self.split, self.crop_padding, self.hflip = split, crop_padding, hflip
+        self.mean = mean.view(1, -1, 1, 1)
+        self.std = std.view(1, -1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, item: tuple[torch.Tensor, int]):
+        indices, batch_seed = item
+        images = self.split.images[indices]
+        if self.crop_padding or self.hflip:
+            gen = torch.Generator().manual_seed(batch_seed)
+            images = random_crop_flip(images, self.crop_padding, self.hflip, gen)
+        x = (images.float() / 255.0 - self.mean) / self.std
+        return x, self.split.labels[indices], indices
+
+
+class InMemoryImageDataModule(L.LightningDataModule):
+    """Base for every image data set: subclasses only say how to load the three splits.
+
+    `num_classes`, `in_channels` and `image_size` are declared in the data config (the model
+    configs interpolate them) and checked against the loaded arrays.
+    """
+
+    name = "images"
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        label_noise: float = 0.0,
+        noise_seed: int = 0,
+        shuffle_seed: int = 0,
+    ):
+        super().__init__()
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"data.batch_size={batch_size!r} must be a positive integer")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(f"data.num_workers={num_workers!r} must be an integer >= 0")
+        if not 0.0 <= float(label_noise) < 1.0:
+            raise ConfigError(f"data.label_noise={label_noise!r} must be in [0, 1)")
+        self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 256)
+        self.num_workers = num_workers
+        self.crop_padding, self.hflip = crop_padding, hflip
+        self._mean, self._std = mean, std
+        self.label_noise, self.noise_seed, self.shuffle_seed = label_noise, noise_seed, shuffle_seed
+        self.splits: dict[str, Split] = {}
+
+    # -- what a subclass provides -------------------------------------------------------------
+    def load_splits(self) -> dict[str, Split]:
+        """Return {"train", "val", "test"} splits, decoded."""
+        raise NotImplementedError
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        splits = self.load_splits()
+        self._check_shapes(splits)
+        train = splits["train"]
+        if self.label_noise > 0:
+            noisy = symmetric_label_noise(
+                train.labels, self.label_noise, self.num_classes, self.noise_seed
+            )
+            self.clean_train_labels = train.labels
+            splits["train"] = Split(train.images, noisy)
+        self.splits = splits
+        self.mean, self.std = self._normalisation(splits["train"].images)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True, augment=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False, augment=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False, augment=False)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _loader(self, split: str, batch_size: int, shuffle: bool, augment: bool) -> DataLoader:
+        data = self.splits[split]
+        gather = BatchGather(
+            data,
+            self.mean,
+            self.std,
+            crop_padding=self.crop_padding if augment else 0,
+            hflip=self.hflip if augment else False,
+        )
+        sampler = EpochBatchSampler(
+            len(data.labels), batch_size, shuffle=shuffle, drop_last=False, seed=self.shuffle_seed
+        )
+        return DataLoader(
+            gather,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _normalisation(self, train_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Configured per-channel mean/std (in [0,1] units), else measured on the train split."""
+        if self._mean is not None and self._std is not None:
+            return torch.tensor(list(self._mean)), torch.tensor(list(self._std))
+        pixels = train_images.float().div(255.0).transpose(0, 1).reshape(train_images.shape[1], -1)
+        return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-6)
+
+    def _check_shapes(self, splits: dict[str, Split]) -> None:
+        images, labels = splits["train"].images, splits["train"].labels
+        _, channels, height, width = images.shape
+        declared = {
+            "in_channels": (self.in_channels, channels),
+            "image_size": (self.image_size, height),
+        }
+        for key, (want, got) in declared.items():
+            if want != got:
+                raise ConfigError(f"data.{key}={want} but {self.name} has {got}; leave it unset")
+        n_classes = int(labels.max()) + 1
+        if self.num_classes != n_classes:
+            raise ConfigError(
+                f"data.num_classes={self.num_classes} but {self.name} has {n_classes} classes"
+            )
+        if height != width:
+            raise ConfigError(f"{self.name}: non-square images ({height}x{width}) unsupported")
