@@ -43,12 +43,13 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The Quickstart's run (`make run` = xent-run with no overrides), in its own dir."""
+    """The Quickstart's run: `make run` is xent-run with no arguments at all."""
     root = tmp_path_factory.mktemp("default")
-    run_dir = root / "run"
-    proc = xent_run(f"hydra.run.dir={run_dir}", cwd=root)
+    proc = xent_run(cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir, proc
+    run_dirs = list((root / "outputs" / "runs").glob("*/*"))
+    assert len(run_dirs) == 1, run_dirs  # outputs/runs/<date>/<time> under the working dir
+    return run_dirs[0], proc
 
 
 @pytest.mark.slow

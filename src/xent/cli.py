@@ -59,7 +59,7 @@ def preflight_single_run(overrides: list[str]) -> None:
     """Compose, check every part, and set an earlier run aside, before Hydra writes anything."""
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     from xent.preflight import build_parts, check_override_types
     from xent.rundir import archive_previous_run
@@ -70,8 +70,12 @@ def preflight_single_run(overrides: list[str]) -> None:
         group_overrides = [o for o in overrides if o not in value_overrides]
         defaults = compose(CONFIG_NAME, overrides=group_overrides, return_hydra_config=True)
         check_override_types(defaults, value_overrides)
-        run_dir = Path(cfg.hydra.run.dir)
+        # The run dir and paths interpolate ${hydra:runtime.*}: fill those in as Hydra would.
         with open_dict(cfg):
+            cfg.hydra.runtime.cwd = os.getcwd()
+        HydraConfig.instance().set_config(cfg)
+        run_dir = Path(cfg.hydra.run.dir)
+        with read_write(cfg.hydra), open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
         build_parts(cfg)

@@ -32,8 +32,8 @@ def config_tree(cfg: DictConfig) -> Tree:
     return tree
 
 
-def result_table(metrics: Mapping[str, Any], run_dir: Path, title: str = "xent-run") -> Table:
-    table = Table(title=title, caption=f"run dir: {run_dir}", show_lines=False)
+def result_table(metrics: Mapping[str, Any], title: str = "xent-run") -> Table:
+    table = Table(title=title, show_lines=False)
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")
     for key in sorted(metrics):
@@ -56,4 +56,7 @@ def print_config(cfg: DictConfig, console: Console | None = None) -> None:
 def print_results(
     metrics: Mapping[str, Any], run_dir: Path, console: Console | None = None
 ) -> None:
-    (console or Console()).print(result_table(metrics, run_dir))
+    """The table, then the run dir on a line of its own (never wrapped: it gets copy-pasted)."""
+    console = console or Console()
+    console.print(result_table(metrics))
+    console.print(f"run dir: {run_dir}", soft_wrap=True, highlight=False)
