@@ -246,3 +246,16 @@ def test_tensorboard_and_no_logger(tmp_path):
     proc = xent_run(f"hydra.run.dir={none}", "logger=none", "trainer.max_epochs=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (none / "csv").exists() and metrics(none)["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_sweep_with_a_bad_job_finishes_the_others(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = xent_run(
+        "-m", "optim.lr=-1,0.05", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "xent-run: error: optim.lr=-1 must be a number > 0"
+    bad, good = metrics(sweep / "0"), metrics(sweep / "1")
+    assert bad["status"] == "failed" and bad["error"] == "optim.lr=-1 must be a number > 0"
+    assert good["status"] == "ok" and good["epochs"] == 1
