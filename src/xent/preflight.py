@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,12 +148,55 @@ def probe_classifier(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Modul
             f"{model} returns {tuple(logits.shape)[1:]} outputs per sample but {dataset} "
             f"has {data.num_classes} classes"
         )
-    try:
-        value = loss(logits, torch.zeros(2, dtype=torch.long))
-    except Exception as err:  # noqa: BLE001
-        raise ConfigError(f"{_choice(cfg, 'loss')}: fails on logits: {root_message(err)}") from err
+    value = call_checked(cfg, "loss", lambda: _probe_loss(cfg, net, loss, logits))
     if not isinstance(value, torch.Tensor) or value.dim() != 0:
         raise ConfigError(f"{_choice(cfg, 'loss')}: must return a scalar, got {value!r}")
+
+
+def check_loss_inputs(cfg: DictConfig, loss: torch.nn.Module) -> None:
+    """A loss that needs an input the task cannot give fails now, naming both."""
+    from hydra.utils import get_class
+
+    provided = set(getattr(get_class(cfg.task._target_), "provides", ()))
+    for need in getattr(loss, "requires", ()):
+        if need not in provided:
+            raise ConfigError(
+                f"{_choice(cfg, 'loss')} needs '{need}', which {_choice(cfg, 'task')} does not "
+                f"provide (it gives: {', '.join(sorted(provided)) or 'nothing extra'})"
+            )
+
+
+def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, logits):
+    """Call a copy of the loss with every input it declares (a copy: per-sample state stays)."""
+    from xent.tasks.features import FeatureMapTap
+
+    probe = copy.deepcopy(loss)
+    target = torch.zeros(len(logits), dtype=torch.long)
+    extra: dict[str, Any] = {}
+    requires = getattr(probe, "requires", ())
+    if "index" in requires:
+        if hasattr(probe, "setup_samples"):
+            probe.setup_samples(len(logits))
+        extra["index"] = torch.arange(len(logits))
+    if "features" in requires:
+        try:
+            tap = FeatureMapTap(net)
+        except ValueError as err:
+            raise ConfigError(
+                f"{_choice(cfg, 'loss')} needs 'features' (a conv feature map), but "
+                f"{_choice(cfg, 'model')} {err}"
+            ) from err
+        data = cfg.data
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                net(torch.zeros(len(logits), data.in_channels, data.image_size, data.image_size))
+        finally:
+            net.train(was_training)
+            tap.remove()
+        extra["features"] = tap.value
+    return probe(logits, target, **extra)
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -162,6 +206,7 @@ def build_parts(cfg: DictConfig) -> Parts:
     call_checked(cfg, "data", datamodule.prepare_data)
     net = instantiate_group(cfg, "model")
     loss = instantiate_group(cfg, "loss")
+    check_loss_inputs(cfg, loss)
     probe_classifier(cfg, net, loss)
     optimizer = instantiate_group(cfg, "optim")
     scheduler = instantiate_group(cfg, "sched")

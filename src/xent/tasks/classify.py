@@ -12,6 +12,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from xent.tasks.features import FeatureMapTap
+
 
 def classification_metrics(num_classes: int) -> MetricCollection:
     """Top-1, top-5 (when there are at least 5 classes) and 15-bin L1 ECE on probabilities."""
@@ -29,7 +31,12 @@ class ClassifyTask(L.LightningModule):
 
     `optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that receive the
     parameters / optimizer here, so the config never needs to know the model.
+
+    A loss declares the extra inputs it needs in `loss.requires`; this task can give each
+    sample's dataset `index` and the net's last conv feature map as `features`.
     """
+
+    provides: tuple[str, ...] = ("index", "features")
 
     def __init__(
         self,
@@ -53,6 +60,22 @@ class ClassifyTask(L.LightningModule):
         self.test_metrics = classification_metrics(num_classes)
         self.val_nll, self.test_nll = MeanMetric(), MeanMetric()
         self.best_val_acc = 0.0
+        self.loss_inputs = tuple(getattr(loss, "requires", ()))
+        self.feature_tap = FeatureMapTap(net) if "features" in self.loss_inputs else None
+
+    def setup(self, stage: str) -> None:
+        # Per-sample loss state (truncated GCE weights, ALDR-KL's λ) is sized by the training
+        # set; setup runs before a resumed checkpoint is loaded, so the restored state fits.
+        if stage == "fit" and hasattr(self.loss, "setup_samples"):
+            self.loss.setup_samples(len(self.trainer.datamodule.splits["train"].labels))
+
+    def compute_loss(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor):
+        extra: dict[str, torch.Tensor] = {}
+        if "index" in self.loss_inputs:
+            extra["index"] = index
+        if self.feature_tap is not None:
+            extra["features"] = self.feature_tap.value
+        return self.loss(logits, y, **extra)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -62,18 +85,25 @@ class ClassifyTask(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_epoch=True)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
+        x, y, index = batch
         logits = self.net(x)
-        loss = self.loss(logits, y)
+        loss = self.compute_loss(logits, y, index)
         self.train_metrics.update(logits, y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True)
         return loss
 
     def _evaluate(self, batch, stage: str, metrics: MetricCollection, nll: MeanMetric) -> None:
-        x, y, _ = batch
+        x, y, index = batch
         logits = self.net(x)
-        self.log(f"{stage}/loss", self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        # Per-sample state is keyed by *training* indices: no eval loss for such losses.
+        if "index" not in self.loss_inputs:
+            self.log(
+                f"{stage}/loss",
+                self.compute_loss(logits, y, index),
+                on_epoch=True,
+                batch_size=len(y),
+            )
         nll.update(F.cross_entropy(logits, y, reduction="none"))
         metrics["ece"].update(logits.softmax(dim=-1), y)
         for name, metric in metrics.items():
