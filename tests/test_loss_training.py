@@ -1,0 +1,29 @@
+"""Every loss config trains through the runner: one short fit on its task, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import composed
+from xent.run import run
+
+LOSSES = sorted(p.stem for p in (Path(__file__).parents[1] / "src/xent/conf/loss").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", LOSSES)
+def test_loss_trains_one_step_on_its_task(tmp_path, loss):
+    cfg = composed(
+        tmp_path,
+        f"loss={loss}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "+trainer.limit_test_batches=1",
+        "logger=none",
+    )
+    result = run(cfg)
+    assert result["status"] == "ok" and result["epochs"] == 1
+    assert 0.0 <= result["test/acc"] <= 1.0
