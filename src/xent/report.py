@@ -1,0 +1,118 @@
+"""`xent-report SWEEP_DIR`: one row per combination, mean ± std over seeds, from the job dirs.
+
+Reads whatever jobs have finished (each job dir's `.hydra/overrides.yaml` and `metrics.json`),
+so it can be rerun while a sweep is still going or after some jobs failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+METRICS = ("test/acc", "test/nll", "test/ece")
+SEED_KEYS = ("seed",)
+
+
+@dataclass
+class Row:
+    """One combination of overrides (seed excluded) and its jobs' results."""
+
+    label: str
+    values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    seeds: list[int] = field(default_factory=list)
+    failed: int = 0
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(
+        (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
+        key=lambda p: (len(p.name), p.name),
+    )
+
+
+def collect(sweep_dir: Path, metrics: tuple[str, ...] = METRICS) -> list[Row]:
+    """Group the sweep's jobs by their overrides other than the seed."""
+    jobs = []
+    for job in _job_dirs(sweep_dir):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+        result_path = job / "metrics.json"
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+        jobs.append((overrides, result))
+    # Overrides every job shares (experiment=..., common settings) do not distinguish rows.
+    shared = set.intersection(*(set(o) for o, _ in jobs)) if jobs else set()
+    rows: dict[str, Row] = {}
+    for overrides, result in jobs:
+        kept = [o for o in overrides if o not in shared and o.split("=")[0] not in SEED_KEYS]
+        label = " ".join(kept) or "(all)"
+        row = rows.setdefault(label, Row(label))
+        if result is None or result.get("status") != "ok":
+            row.failed += 1
+            continue
+        row.seeds.append(result.get("seed"))
+        for key in metrics:
+            if result.get(key) is not None:
+                row.values[key].append(float(result[key]))
+    return list(rows.values())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1); std is 0 for a single seed."""
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def to_markdown(rows: list[Row], metrics: tuple[str, ...] = METRICS) -> str:
+    header = ["run", "seeds"] + list(metrics)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.label, f"{len(row.seeds)}" + (f" ({row.failed} failed)" if row.failed else "")]
+        for key in metrics:
+            mean, std = mean_std(row.values.get(key, []))
+            cells.append(f"{mean:.4f} ± {std:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(sweep_dir: Path, metrics: tuple[str, ...] = METRICS) -> list[Row]:
+    """summary.csv and summary.md in the sweep dir; returns the rows."""
+    rows = collect(sweep_dir, metrics)
+    with open(sweep_dir / "summary.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["run", "seeds", "failed"] + [f"{k}{s}" for k in metrics for s in ("_mean", "_std")]
+        )
+        for row in rows:
+            stats = [v for key in metrics for v in mean_std(row.values.get(key, []))]
+            writer.writerow([row.label, len(row.seeds), row.failed] + stats)
+    (sweep_dir / "summary.md").write_text(to_markdown(rows, metrics))
+    return rows
+
+
+def main() -> None:
+    """Entry point of `xent-report SWEEP_DIR`."""
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        print("usage: xent-report SWEEP_DIR  (a directory made by xent-run -m)", file=sys.stderr)
+        sys.exit(2)
+    sweep_dir = Path(sys.argv[1])
+    rows = write_summary(sweep_dir)
+    if not rows:
+        print(
+            f"xent-report: error: no job dirs (*/.hydra/overrides.yaml) in {sweep_dir}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    print(to_markdown(rows), end="")
+    print(f"wrote {sweep_dir / 'summary.csv'} and {sweep_dir / 'summary.md'}")
+    sys.exit(1 if any(row.failed for row in rows) else 0)
+
+
+if __name__ == "__main__":
+    main()
