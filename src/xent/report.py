@@ -27,7 +27,8 @@ class Row:
     label: str
     values: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     seeds: list[int] = field(default_factory=list)
-    failed: int = 0
+    failed: int = 0  # metrics.json says status failed
+    pending: int = 0  # no metrics.json yet: still running, or killed before it could write
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -52,7 +53,10 @@ def collect(sweep_dir: Path, metrics: tuple[str, ...] = METRICS) -> list[Row]:
         kept = [o for o in overrides if o not in shared and o.split("=")[0] not in SEED_KEYS]
         label = " ".join(kept) or "(all)"
         row = rows.setdefault(label, Row(label))
-        if result is None or result.get("status") != "ok":
+        if result is None:
+            row.pending += 1
+            continue
+        if result.get("status") != "ok":
             row.failed += 1
             continue
         row.seeds.append(result.get("seed"))
@@ -73,7 +77,10 @@ def to_markdown(rows: list[Row], metrics: tuple[str, ...] = METRICS) -> str:
     header = ["run", "seeds"] + list(metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row.label, f"{len(row.seeds)}" + (f" ({row.failed} failed)" if row.failed else "")]
+        notes = [
+            f"{n} {what}" for n, what in ((row.failed, "failed"), (row.pending, "pending")) if n
+        ]
+        cells = [row.label, f"{len(row.seeds)}" + (f" ({', '.join(notes)})" if notes else "")]
         for key in metrics:
             mean, std = mean_std(row.values.get(key, []))
             cells.append(f"{mean:.4f} ± {std:.4f}")
@@ -86,12 +93,11 @@ def write_summary(sweep_dir: Path, metrics: tuple[str, ...] = METRICS) -> list[R
     rows = collect(sweep_dir, metrics)
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            ["run", "seeds", "failed"] + [f"{k}{s}" for k in metrics for s in ("_mean", "_std")]
-        )
+        stat_names = [f"{k}{s}" for k in metrics for s in ("_mean", "_std")]
+        writer.writerow(["run", "seeds", "failed", "pending", *stat_names])
         for row in rows:
             stats = [v for key in metrics for v in mean_std(row.values.get(key, []))]
-            writer.writerow([row.label, len(row.seeds), row.failed] + stats)
+            writer.writerow([row.label, len(row.seeds), row.failed, row.pending] + stats)
     (sweep_dir / "summary.md").write_text(to_markdown(rows, metrics))
     return rows
 
