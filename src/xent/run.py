@@ -94,7 +94,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         fit_started = time.perf_counter()
         trainer.fit(task, datamodule=parts.datamodule, ckpt_path=ckpt)
         metrics["train_time_s"] = time.perf_counter() - fit_started
-        metrics["epochs"] = trainer.current_epoch
         fit_values = dict(trainer.callback_metrics)
         test_ckpt = "best" if cfg.eval_ckpt == "best" else None
         trainer.test(task, datamodule=parts.datamodule, ckpt_path=test_ckpt, verbose=False)
