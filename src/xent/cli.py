@@ -29,6 +29,8 @@ class RunFailed(Exception):
 # Failures of the jobs of this process, reported by main() after Hydra returns: a job that
 # raised would make Hydra print its own multi-line report and, in a sweep, stop the others.
 _job_failures: list[Exception] = []
+# HYDRA_FULL_ERROR=1 as the user set it: re-raise instead of reporting one line.
+_show_tracebacks = False
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)
@@ -44,7 +46,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
         return None
     except Exception as err:
         _job_failures.append(RunFailed(Path(cfg.paths.output_dir), root_message(err)))
-        if os.environ.get("XENT_TRACEBACK") == "1":
+        if _show_tracebacks:
             raise
         return None
     return metrics.get("test/acc")
@@ -116,9 +118,8 @@ def main() -> None:
 
     from xent.errors import XentError
 
-    user_wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    if user_wants_traceback:
-        os.environ["XENT_TRACEBACK"] = "1"
+    global _show_tracebacks
+    user_wants_traceback = _show_tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     argv = sys.argv[1:]
     try:
