@@ -53,6 +53,21 @@ def write_cifar(
     return folder
 
 
+def task_overrides_for(loss: str) -> list[str]:
+    """The overrides that put a loss config on the task it is made for: regression losses on
+    diabetes, binary-only losses on breast cancer, the rest on the default (digits)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    conf = REPO / "src" / "xent" / "conf" / "loss" / f"{loss}.yaml"
+    built = instantiate(OmegaConf.load(conf))
+    if getattr(built, "target_kind", "class") == "real":
+        return ["task=regress", "data=diabetes", "model=mlp"]
+    if "binary_target" in getattr(built, "requires", ()):
+        return ["data=breast_cancer", "model=mlp"]
+    return []
+
+
 def composed(tmp_path: Path, *overrides: str):
     """The config `xent-run OVERRIDES` would run, with its run dir under tmp_path."""
     from hydra import compose, initialize_config_module

@@ -30,11 +30,14 @@ def test_groups_hold_the_options_the_readme_promises():
 def test_data_option_builds_with_declared_shape(tmp_path, name):
     cfg = composed(tmp_path, f"data={name}")
     dm = instantiate(cfg.data)
-    assert (dm.num_classes, dm.in_channels, dm.image_size) == (
-        cfg.data.num_classes,
-        cfg.data.in_channels,
-        cfg.data.image_size,
-    )
+    assert dm.num_classes == cfg.data.num_classes
+    if "in_channels" in cfg.data:  # images: the shape is (C, H, W)
+        shape = [cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size]
+        assert list(cfg.data.input_shape) == shape
+        assert (dm.in_channels, dm.image_size) == (shape[0], shape[1])
+    else:  # tables: one row of features
+        assert list(dm.input_shape) == list(cfg.data.input_shape)
+        assert len(dm.input_shape) == 1
     if name.startswith("cifar"):
         assert Path(cfg.data.root) == tmp_path / "data"
 

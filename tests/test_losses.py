@@ -615,11 +615,15 @@ def test_config_composes_instantiates_and_trains(path):
         composed = compose("config", overrides=[f"loss={path.stem}"]).loss
     assert composed == OmegaConf.load(path)
     loss = instantiate(composed)
-    assert isinstance(getattr(loss, "requires", ()), tuple)
-    assert set(getattr(loss, "requires", ())) <= {"index", "features"}
-    logits, target = batch(0)
+    requires = getattr(loss, "requires", ())
+    assert isinstance(requires, tuple)
+    assert set(requires) <= {"index", "features", "binary_target"}
+    if getattr(loss, "target_kind", "class") == "real":  # regression: outputs and values
+        logits, target = torch.randn(16, loss.num_outputs), torch.randn(16)
+    else:
+        logits, target = batch(0, k=2 if "binary_target" in requires else K)
     logits.requires_grad_(True)
-    extra = inputs_for(loss, len(target)) if hasattr(loss, "requires") else {}
+    extra = inputs_for(loss, len(target)) if requires else {}
     value = loss(logits, target, **extra)
     assert value.dim() == 0 and torch.isfinite(value)
     value.backward()

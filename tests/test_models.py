@@ -21,8 +21,8 @@ from xent.models import Classifier, resnet18, vgg8, wide_resnet
 CONF_DIR = Path(xent.models.__file__).resolve().parents[1] / "conf" / "model"
 CONFIGS = sorted(path.stem for path in CONF_DIR.glob("*.yaml"))
 
-CIFAR = {"num_classes": 100, "in_channels": 3, "image_size": 32}
-DIGITS = {"num_classes": 10, "in_channels": 1, "image_size": 8}
+CIFAR = {"num_classes": 100, "in_channels": 3, "image_size": 32, "input_shape": [3, 32, 32]}
+DIGITS = {"num_classes": 10, "in_channels": 1, "image_size": 8, "input_shape": [1, 8, 8]}
 DIGITS_MODELS = {"cnn", "mlp"}  # built for 8x8 grey digits; every other config is a CIFAR model
 
 
@@ -56,6 +56,9 @@ def test_config_conventions(name: str):
     assert raw["_target_"].startswith("xent.models.")
     # Classes and channels always come from the data config, never typed in.
     assert raw["num_classes"] == "${data.num_classes}"
+    if "input_shape" in raw:  # shape-agnostic models (mlp) take the whole input shape
+        assert raw["input_shape"] == "${data.input_shape}"
+        return
     assert raw["in_channels"] == "${data.in_channels}"
     assert raw.get("image_size", "${data.image_size}") == "${data.image_size}"
 

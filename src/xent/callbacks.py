@@ -34,7 +34,9 @@ class EpochLog(L.Callback):
     at the next epoch's start, or when training ends.
     """
 
-    def __init__(self, keys: tuple[str, ...] = ("train/loss", "val/loss", "val/acc", "val/nll")):
+    def __init__(
+        self, keys: tuple[str, ...] = ("train/loss", "val/loss", "val/acc", "val/nll", "val/rmse")
+    ):
         self.keys = tuple(keys)
         self._pending: int | None = None
 

@@ -126,58 +126,110 @@ def _kind_name(default: Any) -> str:
     )
 
 
-def probe_classifier(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module) -> None:
-    """One forward on zeros of the data's shape: a model/data mismatch fails here, not mid-run."""
-    data = cfg.data
-    shape = (2, data.in_channels, data.image_size, data.image_size)
-    model, dataset = _choice(cfg, "model"), _choice(cfg, "data")
+def _input_shape(cfg: DictConfig) -> tuple[int, ...]:
+    return tuple(int(d) for d in cfg.data.input_shape)
+
+
+def _zeros_forward(net: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            logits = net(torch.zeros(shape))
-    except Exception as err:  # noqa: BLE001
-        raise ConfigError(
-            f"{model} cannot take {dataset} input of shape "
-            f"{data.in_channels}x{data.image_size}x{data.image_size}: {root_message(err)}"
-        ) from err
+            return net(torch.zeros(shape))
     finally:
         net.train(was_training)
-    if tuple(logits.shape) != (2, data.num_classes):
+
+
+def probe_model(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module) -> None:
+    """One forward on zeros of the data's shape: a model/data mismatch fails here, not mid-run."""
+    data, shape = cfg.data, _input_shape(cfg)
+    model, dataset = _choice(cfg, "model"), _choice(cfg, "data")
+    try:
+        outputs = _zeros_forward(net, (2, *shape))
+    except Exception as err:  # noqa: BLE001
         raise ConfigError(
-            f"{model} returns {tuple(logits.shape)[1:]} outputs per sample but {dataset} "
+            f"{model} cannot take {dataset} input of shape {'x'.join(map(str, shape))}: "
+            f"{root_message(err)}"
+        ) from err
+    if tuple(outputs.shape) != (2, data.num_classes):
+        wanted = (
             f"has {data.num_classes} classes"
+            if getattr(loss, "target_kind", "class") == "class"
+            else f"needs {data.num_classes} for {_choice(cfg, 'loss')}"
         )
-    value = call_checked(cfg, "loss", lambda: _probe_loss(cfg, net, loss, logits))
+        raise ConfigError(
+            f"{model} returns {tuple(outputs.shape)[1:]} outputs per sample but {dataset} {wanted}"
+        )
+    value = call_checked(cfg, "loss", lambda: _probe_loss(cfg, net, loss, outputs))
     if not isinstance(value, torch.Tensor) or value.dim() != 0:
         raise ConfigError(f"{_choice(cfg, 'loss')}: must return a scalar, got {value!r}")
 
 
-def check_loss_inputs(cfg: DictConfig, loss: torch.nn.Module) -> None:
-    """A loss that needs an input the task cannot give fails now, naming both."""
+_KIND_WORDS = {"class": "class labels", "real": "real-valued targets"}
+
+
+def check_task_fits_data(cfg: DictConfig) -> None:
+    """Class labels for classify, real targets for regress; images for the conv models."""
     from hydra.utils import get_class
 
-    provided = set(getattr(get_class(cfg.task._target_), "provides", ()))
+    task_kind = getattr(get_class(cfg.task._target_), "target_kind", "class")
+    data_kind = getattr(get_class(cfg.data._target_), "target_kind", "class")
+    if data_kind != task_kind:
+        fitting = "task=regress" if data_kind == "real" else "task=classify"
+        raise ConfigError(
+            f"{_choice(cfg, 'data')} has {_KIND_WORDS[data_kind]} but {_choice(cfg, 'task')} "
+            f"trains on {_KIND_WORDS[task_kind]}: use {fitting}"
+        )
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=False)
+    image_keys = ("${data.in_channels}", "${data.image_size}")
+    if "in_channels" not in cfg.data and any(v in image_keys for v in model_cfg.values()):
+        raise ConfigError(
+            f"{_choice(cfg, 'model')} takes images, but {_choice(cfg, 'data')} is a table "
+            f"(rows of shape {list(_input_shape(cfg))}): use model=mlp"
+        )
+
+
+def check_loss_inputs(cfg: DictConfig, loss: torch.nn.Module) -> None:
+    """A loss that needs a target or input the task cannot give fails now, naming both."""
+    from hydra.utils import get_class
+
+    task_cls = get_class(cfg.task._target_)
+    loss_name, task_name = _choice(cfg, "loss"), _choice(cfg, "task")
+    loss_kind = getattr(loss, "target_kind", "class")
+    if loss_kind != getattr(task_cls, "target_kind", "class"):
+        raise ConfigError(
+            f"{loss_name} trains on {_KIND_WORDS[loss_kind]} but {task_name} needs "
+            f"{task_cls.loss_hint}"
+        )
+    task_args = {k: v for k, v in cfg.task.items() if not str(k).startswith("_")}
+    provided = set(task_cls.provided_inputs(**task_args))
     for need in getattr(loss, "requires", ()):
-        if need not in provided:
+        if need in provided:
+            continue
+        if need == "binary_target":
             raise ConfigError(
-                f"{_choice(cfg, 'loss')} needs '{need}', which {_choice(cfg, 'task')} does not "
-                f"provide (it gives: {', '.join(sorted(provided)) or 'nothing extra'})"
+                f"{loss_name} needs a binary target (2 classes), but {_choice(cfg, 'data')} "
+                f"has {cfg.data.num_classes} classes"
             )
+        raise ConfigError(
+            f"{loss_name} needs '{need}', which {task_name} does not "
+            f"provide (it gives: {', '.join(sorted(provided)) or 'nothing extra'})"
+        )
 
 
-def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, logits):
+def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, outputs):
     """Call a copy of the loss with every input it declares (a copy: per-sample state stays)."""
     from xent.tasks.features import FeatureMapTap
 
     probe = copy.deepcopy(loss)
-    target = torch.zeros(len(logits), dtype=torch.long)
+    real = getattr(probe, "target_kind", "class") == "real"
+    target = torch.zeros(len(outputs), dtype=torch.float32 if real else torch.long)
     extra: dict[str, Any] = {}
     requires = getattr(probe, "requires", ())
     if "index" in requires:
         if hasattr(probe, "setup_samples"):
-            probe.setup_samples(len(logits))
-        extra["index"] = torch.arange(len(logits))
+            probe.setup_samples(len(outputs))
+        extra["index"] = torch.arange(len(outputs))
     if "features" in requires:
         try:
             tap = FeatureMapTap(net)
@@ -186,17 +238,12 @@ def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, lo
                 f"{_choice(cfg, 'loss')} needs 'features' (a conv feature map), but "
                 f"{_choice(cfg, 'model')} {err}"
             ) from err
-        data = cfg.data
-        was_training = net.training
-        net.eval()
         try:
-            with torch.no_grad():
-                net(torch.zeros(len(logits), data.in_channels, data.image_size, data.image_size))
+            _zeros_forward(net, (len(outputs), *_input_shape(cfg)))
         finally:
-            net.train(was_training)
             tap.remove()
         extra["features"] = tap.value
-    return probe(logits, target, **extra)
+    return probe(outputs, target, **extra)
 
 
 def build_parts(cfg: DictConfig) -> Parts:
@@ -204,10 +251,11 @@ def build_parts(cfg: DictConfig) -> Parts:
     check_values(cfg)
     datamodule = instantiate_group(cfg, "data")
     call_checked(cfg, "data", datamodule.prepare_data)
+    check_task_fits_data(cfg)
     net = instantiate_group(cfg, "model")
     loss = instantiate_group(cfg, "loss")
     check_loss_inputs(cfg, loss)
-    probe_classifier(cfg, net, loss)
+    probe_model(cfg, net, loss)
     optimizer = instantiate_group(cfg, "optim")
     scheduler = instantiate_group(cfg, "sched")
     # Call the partials once against the real parameters so torch's own checks (lr, momentum,

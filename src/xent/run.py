@@ -19,9 +19,6 @@ from xent.rundir import resume_checkpoint, write_metrics
 
 log = logging.getLogger("xent")
 
-# metrics.json keys copied from Lightning's logged values, per task.
-REPORTED = ("test/acc", "test/acc5", "test/nll", "test/ece", "test/loss", "best/val_acc")
-
 
 class _DropTips(logging.Filter):
     """Lightning advertises cloud products at every fit; a run log has no use for that."""
@@ -98,8 +95,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         test_ckpt = "best" if cfg.eval_ckpt == "best" else None
         trainer.test(task, datamodule=parts.datamodule, ckpt_path=test_ckpt, verbose=False)
         values = {**fit_values, **trainer.callback_metrics}
-        metrics.update({k: float(values[k]) for k in REPORTED if k in values})
-        metrics["best/val_acc"] = task.best_val_acc
+        metrics.update({k: float(values[k]) for k in task.reported if k in values})
+        metrics[task.best_key] = task.best_value
         metrics["status"] = "ok"
         return metrics
     except BaseException as err:

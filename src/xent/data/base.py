@@ -81,14 +81,30 @@ class BatchGather(Dataset):
         return x, self.split.labels[indices], indices
 
 
+def epoch_loader(
+    dataset: Dataset, n: int, batch_size: int, shuffle: bool, seed: int, num_workers: int
+) -> DataLoader:
+    """A loader over `dataset[(indices, batch_seed)]` whose batches depend only on (seed, epoch)."""
+    sampler = EpochBatchSampler(n, batch_size, shuffle=shuffle, drop_last=False, seed=seed)
+    return DataLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
 class InMemoryImageDataModule(L.LightningDataModule):
     """Base for every image data set: subclasses only say how to load the three splits.
 
     `num_classes`, `in_channels` and `image_size` are declared in the data config (the model
-    configs interpolate them) and checked against the loaded arrays.
+    configs interpolate them) and checked against the loaded arrays. `input_shape` (C, H, W)
+    is what every data module declares: the preflight probes models with it.
     """
 
     name = "images"
+    target_kind = "class"
 
     def __init__(
         self,
@@ -105,8 +121,14 @@ class InMemoryImageDataModule(L.LightningDataModule):
         label_noise: float = 0.0,
         noise_seed: int = 0,
         shuffle_seed: int = 0,
+        input_shape: Sequence[int] | None = None,
     ):
         super().__init__()
+        if input_shape is not None and tuple(input_shape) != (in_channels, image_size, image_size):
+            raise ConfigError(
+                f"data.input_shape={list(input_shape)} must be "
+                f"[in_channels, image_size, image_size] = {[in_channels, image_size, image_size]}"
+            )
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size!r} must be a positive integer")
         if not isinstance(num_workers, int) or num_workers < 0:
@@ -126,6 +148,11 @@ class InMemoryImageDataModule(L.LightningDataModule):
     def load_splits(self) -> dict[str, Split]:
         """Return {"train", "val", "test"} splits, decoded."""
         raise NotImplementedError
+
+    @property
+    def num_train_samples(self) -> int:
+        """Training-set size, which per-sample loss state is sized by (after `setup`)."""
+        return len(self.splits["train"].labels)
 
     # -- Lightning hooks ------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -162,15 +189,8 @@ class InMemoryImageDataModule(L.LightningDataModule):
             crop_padding=self.crop_padding if augment else 0,
             hflip=self.hflip if augment else False,
         )
-        sampler = EpochBatchSampler(
-            len(data.labels), batch_size, shuffle=shuffle, drop_last=False, seed=self.shuffle_seed
-        )
-        return DataLoader(
-            gather,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        return epoch_loader(
+            gather, len(data.labels), batch_size, shuffle, self.shuffle_seed, self.num_workers
         )
 
     def _normalisation(self, train_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Stratified splits shared by the data modules."""
+"""Fixed train/val/test splits shared by the data modules."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import torch
 
 
 def stratified_split(
-    labels: torch.Tensor, fractions: dict[str, float], seed: int
+    labels: torch.Tensor, fractions: dict[str, float], seed: int, stratify: bool = True
 ) -> dict[str, torch.Tensor]:
-    """Indices per named split, each class divided in the same proportions, fixed by `seed`."""
+    """Indices per named split, fixed by `seed`.
+
+    With `stratify`, each class is divided in the same proportions (class labels); without it
+    the split is a plain random one (real-valued targets, which have no classes to balance).
+    """
     from sklearn.model_selection import train_test_split
 
     remaining = torch.arange(len(labels)).numpy()
@@ -17,8 +21,9 @@ def stratified_split(
     names = list(fractions)
     for name in names[:-1]:
         share = fractions[name] / left
+        strata = labels[remaining].numpy() if stratify else None
         taken, remaining = train_test_split(
-            remaining, train_size=share, stratify=labels[remaining].numpy(), random_state=seed
+            remaining, train_size=share, stratify=strata, random_state=seed
         )
         out[name] = torch.as_tensor(taken)
         left -= fractions[name]

@@ -13,6 +13,7 @@ from xent.losses.dice import DiceLoss
 from xent.losses.focal import FocalLoss
 from xent.losses.gce import GCELoss
 from xent.losses.ldr import ALDRKLLoss, LDRKLLoss
+from xent.losses.regression import HLGaussLoss, MSELoss
 from xent.losses.sce import SCELoss
 from xent.losses.zloss import CELogZLoss, ZLoss
 
@@ -24,8 +25,10 @@ __all__ = [
     "DiceLoss",
     "FocalLoss",
     "GCELoss",
+    "HLGaussLoss",
     "LDRKLLoss",
     "MAELoss",
+    "MSELoss",
     "SCELoss",
     "ZLoss",
 ]

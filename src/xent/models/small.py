@@ -1,6 +1,9 @@
-"""Small models for the 8x8 sklearn digits: fast enough to train to convergence in seconds."""
+"""Small models for the bundled data sets: fast enough to train to convergence in seconds."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -49,24 +52,24 @@ class SmallCNN(Classifier):
 class MLP(Classifier):
     """Flatten, then `depth` Linear-ReLU layers of width `hidden` (depth 0: a linear model).
 
-    The input size is fixed at construction, so a wrong-sized image fails with a message
-    that names both shapes rather than a matrix-multiply error.
+    Takes any `input_shape`: (C, H, W) images or (D,) table rows. The shape is fixed at
+    construction, so a wrong-sized input fails with a message that names both shapes rather
+    than a matrix-multiply error.
     """
 
     def __init__(
         self,
         num_classes: int,
-        in_channels: int = 1,
-        image_size: int = 8,
+        input_shape: Sequence[int] = (1, 8, 8),
         hidden: int = 256,
         depth: int = 2,
     ):
         super().__init__()
         if depth < 0:
             raise ValueError(f"mlp depth must be >= 0, got {depth}")
-        self.input_shape = (in_channels, image_size, image_size)
+        self.input_shape = tuple(int(d) for d in input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
-        width = in_channels * image_size * image_size
+        width = math.prod(self.input_shape)
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
             width = hidden
@@ -88,7 +91,7 @@ def cnn(num_classes: int, in_channels: int = 1, image_size: int = 8, width: int 
 
 
 def mlp(
-    num_classes: int, in_channels: int = 1, image_size: int = 8, hidden: int = 256, depth: int = 2
+    num_classes: int, input_shape: Sequence[int] = (1, 8, 8), hidden: int = 256, depth: int = 2
 ) -> MLP:
-    """Fully connected baseline on flattened pixels."""
-    return MLP(num_classes, in_channels, image_size, hidden, depth)
+    """Fully connected baseline on flattened pixels or table rows."""
+    return MLP(num_classes, input_shape, hidden, depth)

@@ -5,38 +5,64 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+from torchmetrics.classification import (
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+)
 
+from xent.tasks.base import Task
 from xent.tasks.features import FeatureMapTap
+
+# Metrics fed class-1 probabilities or all probabilities rather than logits.
+_TAKES_POSITIVE_PROB = ("f1",)
+_TAKES_PROBS = ("ece",)
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
-    """Top-1, top-5 (when there are at least 5 classes) and 15-bin L1 ECE on probabilities."""
+    """Top-1, 15-bin L1 ECE on probabilities; top-5 from 5 classes on; F1 of class 1 and
+    balanced accuracy (mean per-class recall) for binary tasks, where accuracy hides a
+    classifier that ignores the rare class."""
     metrics: dict[str, Any] = {
         "acc": MulticlassAccuracy(num_classes=num_classes, top_k=1, average="micro"),
         "ece": MulticlassCalibrationError(num_classes=num_classes, n_bins=15, norm="l1"),
     }
     if num_classes >= 5:
         metrics["acc5"] = MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro")
+    if num_classes == 2:
+        metrics["f1"] = BinaryF1Score(threshold=0.5)
+        metrics["bal_acc"] = MulticlassAccuracy(num_classes=2, average="macro")
     return MetricCollection(metrics)
 
 
-class ClassifyTask(L.LightningModule):
+class ClassifyTask(Task):
     """Trains `net` with `loss`; logs loss, acc, acc5, NLL and ECE for train/val/test.
 
-    `optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that receive the
-    parameters / optimizer here, so the config never needs to know the model.
-
     A loss declares the extra inputs it needs in `loss.requires`; this task can give each
-    sample's dataset `index` and the net's last conv feature map as `features`.
+    sample's dataset `index`, the net's last conv feature map as `features`, and, with two
+    classes, a `binary_target`.
     """
 
-    provides: tuple[str, ...] = ("index", "features")
+    target_kind = "class"
+    loss_hint = "a classification loss (ce, focal, gce, ...)"
+    reported = (
+        "test/acc",
+        "test/acc5",
+        "test/nll",
+        "test/ece",
+        "test/f1",
+        "test/bal_acc",
+        "test/loss",
+    )
+    best_key = "best/val_acc"
+
+    @classmethod
+    def provided_inputs(cls, num_classes: int, **_: Any) -> tuple[str, ...]:
+        return ("index", "features") + (("binary_target",) if num_classes == 2 else ())
 
     def __init__(
         self,
@@ -67,7 +93,7 @@ class ClassifyTask(L.LightningModule):
         # Per-sample loss state (truncated GCE weights, ALDR-KL's λ) is sized by the training
         # set; setup runs before a resumed checkpoint is loaded, so the restored state fits.
         if stage == "fit" and hasattr(self.loss, "setup_samples"):
-            self.loss.setup_samples(len(self.trainer.datamodule.splits["train"].labels))
+            self.loss.setup_samples(self.trainer.datamodule.num_train_samples)
 
     def compute_loss(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor):
         extra: dict[str, torch.Tensor] = {}
@@ -79,10 +105,6 @@ class ClassifyTask(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def on_train_epoch_start(self) -> None:
-        # Logged here rather than by LearningRateMonitor, which refuses to run without a logger.
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_epoch=True)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
@@ -105,9 +127,13 @@ class ClassifyTask(L.LightningModule):
                 batch_size=len(y),
             )
         nll.update(F.cross_entropy(logits, y, reduction="none"))
-        metrics["ece"].update(logits.softmax(dim=-1), y)
+        probs = logits.softmax(dim=-1)
         for name, metric in metrics.items():
-            if name != "ece":
+            if name in _TAKES_PROBS:
+                metric.update(probs, y)
+            elif name in _TAKES_POSITIVE_PROB:
+                metric.update(probs[:, 1], y)
+            else:
                 metric.update(logits, y)
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -133,15 +159,9 @@ class ClassifyTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics, self.test_nll)
 
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+    @property
+    def best_value(self) -> float:
+        return self.best_val_acc
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["best_val_acc"] = self.best_val_acc

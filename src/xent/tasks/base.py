@@ -1,0 +1,43 @@
+"""What every task shares: building the optimizer and schedule from their config partials."""
+
+from __future__ import annotations
+
+import lightning as L
+
+
+class Task(L.LightningModule):
+    """Base of the tasks. A subclass sets `optimizer_factory` and `scheduler_factory`.
+
+    Both are partials (Hydra `_partial_: true`) that receive the parameters / optimizer here,
+    so the config never needs to know the model. A subclass also declares, for the preflight
+    and metrics.json: `target_kind` ("class" or "real"), `loss_hint` (the losses that fit),
+    `reported` (the metric keys copied to metrics.json), `best_key` and `best_value`.
+    """
+
+    target_kind = "class"
+    loss_hint = ""
+    reported: tuple[str, ...] = ()
+    best_key = ""
+
+    @classmethod
+    def provided_inputs(cls, **task_cfg) -> tuple[str, ...]:
+        """The extra loss inputs (`loss.requires`) this task can give, for its config."""
+        return ()
+
+    @property
+    def best_value(self) -> float:
+        raise NotImplementedError
+
+    def on_train_epoch_start(self) -> None:
+        # Logged here rather than by LearningRateMonitor, which refuses to run without a logger.
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_epoch=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
