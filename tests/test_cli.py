@@ -141,7 +141,7 @@ def earlier_run(tmp_path_factory) -> Path:
 
 
 BAD_INPUTS = [
-    (["loss=nope"], r"loss=nope is not an option; valid: aldr_kl, bias_loss, ce, .*gce.*zloss$"),
+    (["loss=nope"], r"loss=nope is not an option; valid: aldr_kl, .*bias_loss, ce, .*gce.*zloss$"),
     (["model=nope"], r"model=nope is not an option; valid: .*cnn.*resnet18"),
     (["trainer.max_epochs=abc"], r"trainer.max_epochs=abc: expected an integer \(default 20\)"),
     (["optim.lr=-0.1"], r"optim.lr=-0.1 must be a number > 0"),
@@ -159,6 +159,25 @@ BAD_INPUTS = [
     (
         ["model=resnet20", "model.num_classes=7"],
         r"model=resnet20 returns \(7,\) outputs per sample but data=digits has 10 classes",
+    ),
+    (
+        ["data=diabetes"],
+        r"data=diabetes has real-valued targets but task=classify trains on class labels: use "
+        r"task=regress$",
+    ),
+    (
+        ["data=breast_cancer", "model=resnet8"],
+        r"model=resnet8 takes images, but data=breast_cancer is a table \(rows of shape \[30\]\): "
+        r"use model=mlp$",
+    ),
+    (
+        ["task=regress", "data=diabetes", "model=mlp"],
+        r"loss=ce trains on class labels but task=regress needs a regression loss "
+        r"\(mse, hlgauss\)$",
+    ),
+    (
+        ["task=regress", "data=diabetes", "model=mlp", "loss=hlgauss", "loss.num_bins=1"],
+        r"loss=hlgauss: loss.num_bins=1 must be an integer >= 2$",
     ),
     (
         ["data=cifar100", "data.download=false"],

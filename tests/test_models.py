@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import xent.models
-from xent.models import Classifier, resnet18, vgg8, wide_resnet
+from xent.models import Classifier, cnn8, resnet18, vgg8, wide_resnet
 
 CONF_DIR = Path(xent.models.__file__).resolve().parents[1] / "conf" / "model"
 CONFIGS = sorted(path.stem for path in CONF_DIR.glob("*.yaml"))
@@ -144,6 +144,18 @@ def test_digits_models_are_small():
     # Measured, not published: the digits models stay well under 0.2M parameters.
     assert n_params(build("cnn")) == 65_834
     assert n_params(build("mlp")) == 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+
+
+def test_cnn8_is_the_noisy_label_papers_network():
+    # The Keras model of Wang et al. 2019 (models.py, cifar-10), counted layer by layer:
+    # convs with bias, BN gamma/beta, fc1 3136->256, BN1d, head 256->10.
+    convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 196), (196, 196)]
+    expected = sum(9 * a * b + b for a, b in convs) + 2 * sum(b for _, b in convs)
+    expected += 3136 * 256 + 256 + 2 * 256 + 256 * 10 + 10
+    assert expected == 1_639_794
+    assert n_params(build("cnn8", {**CIFAR, "num_classes": 10})) == expected
+    with pytest.raises(ValueError, match="cnn8 needs a multiple of 8 as image size"):
+        cnn8(num_classes=10, in_channels=1, image_size=12)
 
 
 def test_resnet18_has_the_cifar_stem():

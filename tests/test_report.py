@@ -76,3 +76,21 @@ def test_cli_exit_codes(tmp_path):
         text=True,
     )
     assert empty.returncode == 2 and "usage: xent-report SWEEP_DIR" in empty.stderr
+
+
+def test_columns_are_the_metrics_the_jobs_reported(tmp_path):
+    sweep = tmp_path / "sweep"
+    for num, (loss, rmse) in enumerate([("mse", 54.0), ("hlgauss", 50.0)]):
+        metrics = {"status": "ok", "seed": 0, "epochs": 100, "train_time_s": 3.0}
+        metrics.update({"test/rmse": rmse, "test/mae": rmse - 12, "test/loss": 0.5})
+        metrics.update({"best/val_rmse": 65.0, "test/r2": 0.5})
+        fake_job(sweep, num, [f"loss={loss}", "seed=0"], metrics)
+    write_summary(sweep)
+    header = (sweep / "summary.md").read_text().splitlines()[0]
+    # known metrics first, in the fixed order; other test/* keys after; never test/loss,
+    # whose scale differs per loss, nor the bookkeeping keys
+    assert header == "| run | seeds | test/rmse | test/mae | test/r2 |"
+    assert (
+        "| loss=hlgauss | 1 | 50.0000 ± 0.0000 | 38.0000 ± 0.0000 |"
+        in (sweep / "summary.md").read_text()
+    )

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from xent.errors import ConfigError, XentError
 
 EVAL_CKPT_CHOICES = ("last", "best")
+# "loss.q=2 must be ...": a message that already names its config key needs no type prefix.
+_NAMES_ITS_KEY = re.compile(r"^[a-z_]+(\.[A-Za-z_]\w*)+=")
 
 
 @dataclass
@@ -65,7 +68,7 @@ def root_message(err: BaseException) -> str:
     while err.__cause__ is not None:
         err = err.__cause__
     text = " ".join(str(err).split())
-    if isinstance(err, XentError):
+    if isinstance(err, XentError) or _NAMES_ITS_KEY.match(text):
         return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 

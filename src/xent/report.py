@@ -16,7 +16,20 @@ from pathlib import Path
 
 import yaml
 
-METRICS = ("test/acc", "test/nll", "test/ece")
+# Summary columns, in this order, for whichever of them the jobs reported (classification,
+# binary, regression, distillation); any other test/* key follows them.
+METRICS = (
+    "test/acc",
+    "best/test_acc",
+    "test/nll",
+    "test/ece",
+    "test/f1",
+    "test/bal_acc",
+    "test/rmse",
+    "test/mae",
+    "teacher/test_acc",
+)
+NOT_METRICS = ("seed", "epochs", "status", "error")
 SEED_KEYS = ("seed",)
 
 
@@ -38,7 +51,7 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     )
 
 
-def collect(sweep_dir: Path, metrics: tuple[str, ...] = METRICS) -> list[Row]:
+def collect(sweep_dir: Path) -> list[Row]:
     """Group the sweep's jobs by their overrides other than the seed."""
     jobs = []
     for job in _job_dirs(sweep_dir):
@@ -60,10 +73,23 @@ def collect(sweep_dir: Path, metrics: tuple[str, ...] = METRICS) -> list[Row]:
             row.failed += 1
             continue
         row.seeds.append(result.get("seed"))
-        for key in metrics:
-            if result.get(key) is not None:
-                row.values[key].append(float(result[key]))
+        for key, value in result.items():
+            if key not in NOT_METRICS and isinstance(value, int | float):
+                row.values[key].append(float(value))
     return list(rows.values())
+
+
+def reported_metrics(rows: list[Row]) -> tuple[str, ...]:
+    """The summary's columns: the known metrics the jobs reported, then other test/* keys.
+
+    test/loss is left out: each loss is on its own scale, so its column would not compare.
+    """
+    seen = {key for row in rows for key in row.values}
+    known = [key for key in METRICS if key in seen]
+    others = sorted(
+        k for k in seen if k.startswith("test/") and k not in METRICS and k != "test/loss"
+    )
+    return tuple(known + others)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -73,7 +99,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def to_markdown(rows: list[Row], metrics: tuple[str, ...] = METRICS) -> str:
+def to_markdown(rows: list[Row], metrics: tuple[str, ...]) -> str:
     header = ["run", "seeds"] + list(metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -88,9 +114,11 @@ def to_markdown(rows: list[Row], metrics: tuple[str, ...] = METRICS) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(sweep_dir: Path, metrics: tuple[str, ...] = METRICS) -> list[Row]:
-    """summary.csv and summary.md in the sweep dir; returns the rows."""
-    rows = collect(sweep_dir, metrics)
+def write_summary(sweep_dir: Path, metrics: tuple[str, ...] | None = None) -> list[Row]:
+    """summary.csv and summary.md in the sweep dir (columns: `metrics`, else what the jobs
+    reported); returns the rows."""
+    rows = collect(sweep_dir)
+    metrics = metrics or reported_metrics(rows)
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         stat_names = [f"{k}{s}" for k in metrics for s in ("_mean", "_std")]
@@ -115,7 +143,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    print(to_markdown(rows), end="")
+    print(to_markdown(rows, reported_metrics(rows)), end="")
     print(f"wrote {sweep_dir / 'summary.csv'} and {sweep_dir / 'summary.md'}")
     sys.exit(1 if any(row.failed for row in rows) else 0)
 

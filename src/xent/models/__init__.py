@@ -1,4 +1,4 @@
-"""Model zoo: the CIFAR knowledge-distillation zoo (CRD/RepDistiller) and two digits models.
+"""Model zoo: the CIFAR distillation zoo (CRD/RepDistiller), the noisy-label CNN, small models.
 
 Every constructor takes `num_classes` and `in_channels` and returns a `Classifier`, whose
 `forward(x) == head(forward_features(x))`. Configs in `xent/conf/model/` name these by
@@ -19,6 +19,7 @@ from xent.models.cifar_resnet import (
 )
 from xent.models.imagenet_resnet import resnet18, resnet50
 from xent.models.mobilenetv2 import mobilenetv2
+from xent.models.noisy_cnn import cnn8
 from xent.models.small import cnn, mlp
 from xent.models.vgg import vgg8, vgg13
 from xent.models.wrn import wide_resnet, wrn_16_2, wrn_40_1, wrn_40_2
@@ -26,6 +27,7 @@ from xent.models.wrn import wide_resnet, wrn_16_2, wrn_40_1, wrn_40_2
 __all__ = [
     "Classifier",
     "cnn",
+    "cnn8",
     "mlp",
     "mobilenetv2",
     "resnet8",
