@@ -38,6 +38,8 @@ def _quiet_library_noise() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
     # Raised inside Lightning against torch 2.15's pytree; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # Small tables have fewer batches per epoch than the logging interval; epoch logs cover it.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:

@@ -7,6 +7,7 @@ Invalid hyperparameters raise `ValueError("loss.<key>=<value> must be <range>")`
 construction.
 """
 
+from xent.losses.anyloss import AnyLoss
 from xent.losses.bias import BiasLoss
 from xent.losses.comp_sum import CompSumLoss, MAELoss
 from xent.losses.dice import DiceLoss
@@ -19,6 +20,7 @@ from xent.losses.zloss import CELogZLoss, ZLoss
 
 __all__ = [
     "ALDRKLLoss",
+    "AnyLoss",
     "BiasLoss",
     "CELogZLoss",
     "CompSumLoss",
