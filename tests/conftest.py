@@ -55,16 +55,21 @@ def write_cifar(
 
 def task_overrides_for(loss: str) -> list[str]:
     """The overrides that put a loss config on the task it is made for: regression losses on
-    diabetes, binary-only losses on breast cancer, the rest on the default (digits)."""
+    diabetes, binary-only losses on breast cancer, distillation losses with a one-epoch
+    teacher, the rest on the default (digits)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     conf = REPO / "src" / "xent" / "conf" / "loss" / f"{loss}.yaml"
-    built = instantiate(OmegaConf.load(conf))
+    node = OmegaConf.load(conf)
+    node.pop("defaults", None)  # a defaults list is Hydra's, not the loss's
+    built = instantiate(node)
     if getattr(built, "target_kind", "class") == "real":
         return ["task=regress", "data=diabetes", "model=mlp"]
     if "binary_target" in getattr(built, "requires", ()):
         return ["data=breast_cancer", "model=mlp"]
+    if "teacher_logits" in getattr(built, "requires", ()):
+        return ["teacher.recipe.epochs=1"]  # its config selects task=distill; a quick teacher
     return []
 
 

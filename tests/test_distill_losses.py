@@ -365,5 +365,6 @@ def test_bad_hyperparameters_fail_at_construction(cls, kwargs, message):
 @pytest.mark.parametrize("cls", ALL)
 def test_requires_and_hparams_round_trip(cls):
     loss = cls()
-    assert loss.requires == (("epoch",) if cls is DKDLoss else ())
+    expected = ("teacher_logits", "epoch") if cls is DKDLoss else ("teacher_logits",)
+    assert loss.requires == expected
     assert cls(**loss.hparams()).hparams() == loss.hparams()

@@ -613,17 +613,21 @@ def test_config_composes_instantiates_and_trains(path):
 
     with initialize_config_module("xent.conf", version_base="1.3"):
         composed = compose("config", overrides=[f"loss={path.stem}"]).loss
-    assert composed == OmegaConf.load(path)
+    raw = OmegaConf.load(path)
+    raw.pop("defaults", None)  # Hydra's (e.g. a distillation loss selecting task=distill)
+    assert composed == raw
     loss = instantiate(composed)
     requires = getattr(loss, "requires", ())
     assert isinstance(requires, tuple)
-    assert set(requires) <= {"index", "features", "binary_target"}
+    assert set(requires) <= {"index", "features", "binary_target", "teacher_logits", "epoch"}
     if getattr(loss, "target_kind", "class") == "real":  # regression: outputs and values
         logits, target = torch.randn(16, loss.num_outputs), torch.randn(16)
     else:
         logits, target = batch(0, k=2 if "binary_target" in requires else K)
     logits.requires_grad_(True)
     extra = inputs_for(loss, len(target)) if requires else {}
+    if "teacher_logits" in requires:  # distillation: a teacher's logits of the same shape
+        extra["teacher_logits"] = batch(1, k=logits.shape[1])[0]
     value = loss(logits, target, **extra)
     assert value.dim() == 0 and torch.isfinite(value)
     value.backward()

@@ -12,7 +12,18 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
 
-CONFIG_ORDER = ("task", "data", "model", "loss", "optim", "sched", "trainer", "logger", "paths")
+CONFIG_ORDER = (
+    "task",
+    "data",
+    "model",
+    "teacher",
+    "loss",
+    "optim",
+    "sched",
+    "trainer",
+    "logger",
+    "paths",
+)
 
 
 def config_tree(cfg: DictConfig) -> Tree:
@@ -25,9 +36,14 @@ def config_tree(cfg: DictConfig) -> Tree:
                 OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
             )
             tree.add(group).add(Syntax(text.rstrip() or "null", "yaml", theme="ansi_dark"))
-    rest = {k: v for k, v in cfg.items() if k not in CONFIG_ORDER and k not in ("callbacks",)}
+    # Resolved against the whole config: a sub-dict alone would lose its interpolations' root.
+    rest = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in cfg
+        if k not in CONFIG_ORDER and k != "callbacks"
+    }
     if rest:
-        text = OmegaConf.to_yaml(OmegaConf.create(rest), resolve=True).rstrip()
+        text = OmegaConf.to_yaml(OmegaConf.create(rest)).rstrip()
         tree.add("run").add(Syntax(text, "yaml", theme="ansi_dark"))
     return tree
 

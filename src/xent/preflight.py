@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xent.errors import ConfigError, XentError
+from xent.teacher import check_teacher, needs_teacher
 
 EVAL_CKPT_CHOICES = ("last", "best")
 # "loss.q=2 must be ...": a message that already names its config key needs no type prefix.
@@ -233,6 +234,10 @@ def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, ou
         if hasattr(probe, "setup_samples"):
             probe.setup_samples(len(outputs))
         extra["index"] = torch.arange(len(outputs))
+    if "teacher_logits" in requires:
+        extra["teacher_logits"] = torch.zeros_like(outputs)
+    if "epoch" in requires:
+        extra["epoch"] = 1
     if "features" in requires:
         try:
             tap = FeatureMapTap(net)
@@ -259,6 +264,8 @@ def build_parts(cfg: DictConfig) -> Parts:
     loss = instantiate_group(cfg, "loss")
     check_loss_inputs(cfg, loss)
     probe_model(cfg, net, loss)
+    if needs_teacher(loss):
+        check_teacher(cfg)
     optimizer = instantiate_group(cfg, "optim")
     scheduler = instantiate_group(cfg, "sched")
     # Call the partials once against the real parameters so torch's own checks (lr, momentum,

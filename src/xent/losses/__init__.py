@@ -11,6 +11,7 @@ from xent.losses.anyloss import AnyLoss
 from xent.losses.bias import BiasLoss
 from xent.losses.comp_sum import CompSumLoss, MAELoss
 from xent.losses.dice import DiceLoss
+from xent.losses.distill import DISTLoss, DKDLoss, KDLoss, NKDLoss, PLDLoss
 from xent.losses.focal import FocalLoss
 from xent.losses.gce import GCELoss
 from xent.losses.ldr import ALDRKLLoss, LDRKLLoss
@@ -19,6 +20,11 @@ from xent.losses.sce import SCELoss
 from xent.losses.zloss import CELogZLoss, ZLoss
 
 __all__ = [
+    "PLDLoss",
+    "NKDLoss",
+    "KDLoss",
+    "DKDLoss",
+    "DISTLoss",
     "ALDRKLLoss",
     "AnyLoss",
     "BiasLoss",

@@ -49,7 +49,13 @@ def non_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class DistillLoss(Loss):
-    """Base class: checks the (student, target, teacher) triple and detaches the teacher."""
+    """Base class: checks the (student, target, teacher) triple and detaches the teacher.
+
+    `requires` names "teacher_logits": only task=distill gives them, and it loads a teacher
+    only for losses that ask (so `ce` under task=distill is the no-teacher baseline).
+    """
+
+    requires: tuple[str, ...] = ("teacher_logits",)
 
     def prepare_pair(
         self, logits: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor
@@ -172,7 +178,7 @@ class DKDLoss(DistillLoss):
     log(1 − p_y) is computed from the non-target logits, so TCKD stays exact as p_y → 1.
     """
 
-    requires: tuple[str, ...] = ("epoch",)
+    requires: tuple[str, ...] = ("teacher_logits", "epoch")
 
     def __init__(
         self,

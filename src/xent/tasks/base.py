@@ -11,13 +11,15 @@ class Task(L.LightningModule):
     Both are partials (Hydra `_partial_: true`) that receive the parameters / optimizer here,
     so the config never needs to know the model. A subclass also declares, for the preflight
     and metrics.json: `target_kind` ("class" or "real"), `loss_hint` (the losses that fit),
-    `reported` (the metric keys copied to metrics.json), `best_key` and `best_value`.
+    `reported` (the metric keys copied to metrics.json), `best_key` and `best_value`, and
+    `best_test_keys` (test metrics also measured on the best-validation checkpoint).
     """
 
     target_kind = "class"
     loss_hint = ""
     reported: tuple[str, ...] = ()
     best_key = ""
+    best_test_keys: dict[str, str] = {}  # test metric -> its key for the best checkpoint
 
     @classmethod
     def provided_inputs(cls, **task_cfg) -> tuple[str, ...]:

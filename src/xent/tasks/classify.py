@@ -59,6 +59,7 @@ class ClassifyTask(Task):
         "test/loss",
     )
     best_key = "best/val_acc"
+    best_test_keys = {"test/acc": "best/test_acc"}
 
     @classmethod
     def provided_inputs(cls, num_classes: int, **_: Any) -> tuple[str, ...]:
@@ -95,13 +96,19 @@ class ClassifyTask(Task):
         if stage == "fit" and hasattr(self.loss, "setup_samples"):
             self.loss.setup_samples(self.trainer.datamodule.num_train_samples)
 
-    def compute_loss(self, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor):
-        extra: dict[str, torch.Tensor] = {}
+    def loss_extras(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, Any]:
+        """The keyword inputs the loss declared in `requires`, for this batch."""
+        extra: dict[str, Any] = {}
         if "index" in self.loss_inputs:
             extra["index"] = index
         if self.feature_tap is not None:
             extra["features"] = self.feature_tap.value
-        return self.loss(logits, y, **extra)
+        return extra
+
+    def compute_loss(
+        self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        return self.loss(logits, y, **self.loss_extras(x, index))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -109,7 +116,7 @@ class ClassifyTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, index = batch
         logits = self.net(x)
-        loss = self.compute_loss(logits, y, index)
+        loss = self.compute_loss(x, logits, y, index)
         self.train_metrics.update(logits, y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True)
@@ -122,7 +129,7 @@ class ClassifyTask(Task):
         if "index" not in self.loss_inputs:
             self.log(
                 f"{stage}/loss",
-                self.compute_loss(logits, y, index),
+                self.compute_loss(x, logits, y, index),
                 on_epoch=True,
                 batch_size=len(y),
             )

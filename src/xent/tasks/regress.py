@@ -30,6 +30,7 @@ class RegressTask(Task):
     loss_hint = "a regression loss (mse, hlgauss)"
     reported = ("test/rmse", "test/mae", "test/loss")
     best_key = "best/val_rmse"
+    best_test_keys = {"test/rmse": "best/test_rmse"}
 
     @classmethod
     def provided_inputs(cls, **_: Any) -> tuple[str, ...]:
