@@ -73,7 +73,7 @@ def test_default_run_learns_digits_and_writes_the_run_dir(default_run):
     ):
         assert (run_dir / name).is_file(), name
     ckpt = torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
-    assert ckpt["epoch"] == 19 and ckpt["best_val_acc"] == pytest.approx(result["best/val_acc"])
+    assert ckpt["epoch"] == 19 and ckpt["best/val_acc"] == pytest.approx(result["best/val_acc"])
     # the terminal shows a result table with the run dir
     assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout.replace("\n", "")
     assert "epoch 20/20" in (run_dir / "xent.log").read_text()

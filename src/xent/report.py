@@ -21,6 +21,7 @@ import yaml
 METRICS = (
     "test/acc",
     "best/test_acc",
+    "test/acc5",
     "test/nll",
     "test/ece",
     "test/f1",
@@ -108,8 +109,9 @@ def to_markdown(rows: list[Row], metrics: tuple[str, ...]) -> str:
         ]
         cells = [row.label, f"{len(row.seeds)}" + (f" ({', '.join(notes)})" if notes else "")]
         for key in metrics:
-            mean, std = mean_std(row.values.get(key, []))
-            cells.append(f"{mean:.4f} ± {std:.4f}")
+            values = row.values.get(key, [])
+            mean, std = mean_std(values)
+            cells.append(f"{mean:.4f} ± {std:.4f}" if values else "–")  # not reported by this row
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

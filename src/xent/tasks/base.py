@@ -26,9 +26,14 @@ class Task(L.LightningModule):
         """The extra loss inputs (`loss.requires`) this task can give, for its config."""
         return ()
 
-    @property
-    def best_value(self) -> float:
-        raise NotImplementedError
+    # The best validation value so far (of `best_key`); set by the subclass, kept in checkpoints.
+    best_value: float
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[self.best_key] = self.best_value
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.best_value = checkpoint.get(self.best_key, self.best_value)
 
     def on_train_epoch_start(self) -> None:
         # Logged here rather than by LearningRateMonitor, which refuses to run without a logger.

@@ -86,7 +86,7 @@ class ClassifyTask(Task):
         self.val_metrics = classification_metrics(num_classes)
         self.test_metrics = classification_metrics(num_classes)
         self.val_nll, self.test_nll = MeanMetric(), MeanMetric()
-        self.best_val_acc = 0.0
+        self.best_value = 0.0
         self.loss_inputs = tuple(getattr(loss, "requires", ()))
         self.feature_tap = FeatureMapTap(net) if "features" in self.loss_inputs else None
 
@@ -160,18 +160,8 @@ class ClassifyTask(Task):
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val", self.val_metrics, self.val_nll)
         if not self.trainer.sanity_checking:
-            self.best_val_acc = max(self.best_val_acc, float(values["val/acc"]))
-        self.log("best/val_acc", self.best_val_acc)
+            self.best_value = max(self.best_value, float(values["val/acc"]))
+        self.log(self.best_key, self.best_value)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics, self.test_nll)
-
-    @property
-    def best_value(self) -> float:
-        return self.best_val_acc
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["best_val_acc"] = self.best_val_acc
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.best_val_acc = checkpoint.get("best_val_acc", 0.0)

@@ -51,7 +51,7 @@ class RegressTask(Task):
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.val_metrics, self.test_metrics = regression_metrics(), regression_metrics()
         self.target_scale = 1.0
-        self.best_val_rmse = math.inf
+        self.best_value = math.inf
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -89,18 +89,8 @@ class RegressTask(Task):
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val", self.val_metrics)
         if not self.trainer.sanity_checking:
-            self.best_val_rmse = min(self.best_val_rmse, float(values["val/rmse"]))
-        self.log("best/val_rmse", self.best_val_rmse)
+            self.best_value = min(self.best_value, float(values["val/rmse"]))
+        self.log(self.best_key, self.best_value)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics)
-
-    @property
-    def best_value(self) -> float:
-        return self.best_val_rmse
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["best_val_rmse"] = self.best_val_rmse
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.best_val_rmse = checkpoint.get("best_val_rmse", math.inf)
