@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import composed, xent_run
+from tests.conftest import composed, write_cifar, xent_run
 from xent.losses import DKDLoss, KDLoss
 from xent.preflight import build_parts
 from xent.run import run
@@ -220,3 +220,25 @@ def test_bad_teachers_fail_before_training_in_one_line(tmp_path, teacher_run):
 
 def test_kd_loss_is_exported_for_configs():
     assert KDLoss().requires == ("teacher_logits",)
+
+
+@pytest.mark.slow
+def test_the_issue_command_runs_on_cifar100_files(tmp_path, skip_cifar_checksum):
+    """`xent-run loss=pld model=resnet8x4 data=cifar100 teacher=resnet32x4` end to end on tiny
+    files in the real CIFAR-100 format: the teacher is trained into the cache, then distilled."""
+    write_cifar(tmp_path / "data", "cifar100", n_train=100, n_test=40)
+    cfg = composed(
+        tmp_path,
+        "loss=pld",
+        "model=resnet8x4",
+        "data=cifar100",
+        "teacher=resnet32x4",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "teacher.recipe.epochs=1",
+        "trainer.max_epochs=1",
+        "logger=none",
+    )
+    metrics = run(cfg)
+    assert metrics["status"] == "ok"
+    assert Path(metrics["teacher"]).parent.name.startswith("resnet32x4-cifar-")
+    assert 0.0 <= metrics["teacher/test_acc"] <= 1.0 and "best/test_acc" in metrics
