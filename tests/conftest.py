@@ -56,14 +56,19 @@ def write_cifar(
 def task_overrides_for(loss: str) -> list[str]:
     """The overrides that put a loss config on the task it is made for: regression losses on
     diabetes, binary-only losses on breast cancer, distillation losses with a one-epoch
-    teacher, the rest on the default (digits)."""
+    teacher, flow-matching losses (whose config selects task=flow, data=toy2d and the
+    velocity net) with the flow recipe's optimizer, the rest on the default (digits)."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
+    from xent.flow import FlowMatchingLoss
 
     conf = REPO / "src" / "xent" / "conf" / "loss" / f"{loss}.yaml"
     node = OmegaConf.load(conf)
     node.pop("defaults", None)  # a defaults list is Hydra's, not the loss's
     built = instantiate(node)
+    if isinstance(built, FlowMatchingLoss):
+        return ["optim=adamw", "sched=none"]
     if getattr(built, "target_kind", "class") == "real":
         return ["task=regress", "data=diabetes", "model=mlp"]
     if "binary_target" in getattr(built, "requires", ()):

@@ -29,5 +29,7 @@ def test_loss_trains_one_step_on_its_task(tmp_path, loss):
     assert result["status"] == "ok" and result["epochs"] == 1
     if "test/rmse" in result:
         assert result["test/rmse"] > 0.0
+    elif "test/w2" in result:  # flow matching: W2 of the ODE samples to the test target
+        assert result["test/w2"] > 0.0 and result["test/nfe"] > 0
     else:
         assert 0.0 <= result["test/acc"] <= 1.0

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from xent.flow import FlowMatchingLoss, VelocityMLP
 from xent.losses import (
     ALDRKLLoss,
     BiasLoss,
@@ -605,6 +606,19 @@ def test_every_loss_has_a_config():
     } <= names
 
 
+def flow_loss_trains_a_step(loss: FlowMatchingLoss) -> None:
+    torch.manual_seed(0)
+    net = VelocityMLP(dim=2)
+    gen = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(32, 2, generator=gen), torch.randn(32, 2, generator=gen) + 3
+    value = loss(net, x0, x1, generator=gen)
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum() for g in grads) > 0
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_composes_instantiates_and_trains(path):
     first = path.read_text().splitlines()[0]
@@ -617,6 +631,9 @@ def test_config_composes_instantiates_and_trains(path):
     raw.pop("defaults", None)  # Hydra's (e.g. a distillation loss selecting task=distill)
     assert composed == raw
     loss = instantiate(composed)
+    if isinstance(loss, FlowMatchingLoss):  # flow matching: a velocity net on (x0, x1) pairs
+        flow_loss_trains_a_step(loss)
+        return
     requires = getattr(loss, "requires", ())
     assert isinstance(requires, tuple)
     assert set(requires) <= {"index", "features", "binary_target", "teacher_logits", "epoch"}

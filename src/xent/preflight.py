@@ -169,17 +169,64 @@ def probe_model(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module) ->
         raise ConfigError(f"{_choice(cfg, 'loss')}: must return a scalar, got {value!r}")
 
 
-_KIND_WORDS = {"class": "class labels", "real": "real-valued targets"}
+def probe_velocity(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module) -> None:
+    """A velocity call v(t, x) on a few points of the data's shape, then one loss value.
+
+    Four points, so OT-CFM's exact plan costs nothing; the draws use their own generator,
+    leaving the run's seeded global RNG untouched. Then the task checks its sampler settings.
+    """
+    from hydra.utils import get_class
+
+    shape, model, dataset = _input_shape(cfg), _choice(cfg, "model"), _choice(cfg, "data")
+    gen = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(4, *shape, generator=gen), torch.randn(4, *shape, generator=gen)
+    try:
+        with torch.no_grad():
+            velocity = net(torch.zeros(4), x0)
+    except Exception as err:  # noqa: BLE001
+        hint = "" if model == "model=velocity_mlp" else "; task=flow needs model=velocity_mlp"
+        raise ConfigError(
+            f"{model} cannot take {dataset} points of shape {'x'.join(map(str, shape))} as "
+            f"v(t, x): {root_message(err)}{hint}"
+        ) from err
+    if tuple(velocity.shape) != tuple(x0.shape):
+        raise ConfigError(
+            f"{model} returns velocities of shape {tuple(velocity.shape)[1:]} but {dataset} "
+            f"points have shape {shape}"
+        )
+    probe = copy.deepcopy(loss)
+    with torch.no_grad():
+        value = call_checked(cfg, "loss", lambda: probe(net, x0, x1, generator=gen))
+    if not isinstance(value, torch.Tensor) or value.dim() != 0:
+        raise ConfigError(f"{_choice(cfg, 'loss')}: must return a scalar, got {value!r}")
+    check_sampler = getattr(get_class(cfg.task._target_), "check_sampler", None)
+    if check_sampler is not None:
+        check_sampler(**{k: v for k, v in cfg.task.items() if not str(k).startswith("_")})
+
+
+_KIND_WORDS = {
+    "class": "class labels",
+    "real": "real-valued targets",
+    "flow": "source/target point clouds",
+}
+# What to pick instead when a data set and a task do not fit, by the data's kind.
+_FITTING = {"class": "task=classify", "real": "task=regress", "flow": "task=flow"}
+
+
+def loss_kind(loss: torch.nn.Module) -> str:
+    """What a loss trains on: its `target_kind` ("class" for torch's own losses)."""
+    return getattr(loss, "target_kind", "class")
 
 
 def check_task_fits_data(cfg: DictConfig) -> None:
-    """Class labels for classify, real targets for regress; images for the conv models."""
+    """Class labels for classify, real targets for regress, point clouds for flow; images for
+    the conv models."""
     from hydra.utils import get_class
 
     task_kind = getattr(get_class(cfg.task._target_), "target_kind", "class")
     data_kind = getattr(get_class(cfg.data._target_), "target_kind", "class")
     if data_kind != task_kind:
-        fitting = "task=regress" if data_kind == "real" else "task=classify"
+        fitting = "data=toy2d" if task_kind == "flow" else _FITTING[data_kind]
         raise ConfigError(
             f"{_choice(cfg, 'data')} has {_KIND_WORDS[data_kind]} but {_choice(cfg, 'task')} "
             f"trains on {_KIND_WORDS[task_kind]}: use {fitting}"
@@ -187,9 +234,10 @@ def check_task_fits_data(cfg: DictConfig) -> None:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=False)
     image_keys = ("${data.in_channels}", "${data.image_size}")
     if "in_channels" not in cfg.data and any(v in image_keys for v in model_cfg.values()):
+        fitting = "model=velocity_mlp" if task_kind == "flow" else "model=mlp"
         raise ConfigError(
             f"{_choice(cfg, 'model')} takes images, but {_choice(cfg, 'data')} is a table "
-            f"(rows of shape {list(_input_shape(cfg))}): use model=mlp"
+            f"(rows of shape {list(_input_shape(cfg))}): use {fitting}"
         )
 
 
@@ -199,11 +247,10 @@ def check_loss_inputs(cfg: DictConfig, loss: torch.nn.Module) -> None:
 
     task_cls = get_class(cfg.task._target_)
     loss_name, task_name = _choice(cfg, "loss"), _choice(cfg, "task")
-    loss_kind = getattr(loss, "target_kind", "class")
-    if loss_kind != getattr(task_cls, "target_kind", "class"):
+    kind = loss_kind(loss)
+    if kind != getattr(task_cls, "target_kind", "class"):
         raise ConfigError(
-            f"{loss_name} trains on {_KIND_WORDS[loss_kind]} but {task_name} needs "
-            f"{task_cls.loss_hint}"
+            f"{loss_name} trains on {_KIND_WORDS[kind]} but {task_name} needs {task_cls.loss_hint}"
         )
     task_args = {k: v for k, v in cfg.task.items() if not str(k).startswith("_")}
     provided = set(task_cls.provided_inputs(**task_args))
@@ -263,7 +310,10 @@ def build_parts(cfg: DictConfig) -> Parts:
     net = instantiate_group(cfg, "model")
     loss = instantiate_group(cfg, "loss")
     check_loss_inputs(cfg, loss)
-    probe_model(cfg, net, loss)
+    if loss_kind(loss) == "flow":
+        probe_velocity(cfg, net, loss)
+    else:
+        probe_model(cfg, net, loss)
     if needs_teacher(loss):
         check_teacher(cfg)
     optimizer = instantiate_group(cfg, "optim")

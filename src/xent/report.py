@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 # Summary columns, in this order, for whichever of them the jobs reported (classification,
-# binary, regression, distillation); any other test/* key follows them.
+# binary, regression, distillation, flow); any other test/* key follows them.
 METRICS = (
     "test/acc",
     "best/test_acc",
@@ -29,6 +29,11 @@ METRICS = (
     "test/rmse",
     "test/mae",
     "teacher/test_acc",
+    "test/w2",
+    "best/test_w2",
+    "test/npe",
+    "test/nfe",
+    "test/w2_euler",
 )
 NOT_METRICS = ("seed", "epochs", "status", "error")
 SEED_KEYS = ("seed",)

@@ -111,6 +111,7 @@ class FlowMatchingLoss(nn.Module):
     """
 
     coupling = "independent"
+    target_kind = "flow"  # what the runner's preflight matches against the task's kind
 
     def __init__(self, sigma: float = 0.0) -> None:
         super().__init__()
