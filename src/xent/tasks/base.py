@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import lightning as L
+import torch
+from torch import nn
 
 
 class Task(L.LightningModule):
-    """Base of the tasks. A subclass sets `optimizer_factory` and `scheduler_factory`.
+    """Base of the tasks: the net, the loss, and the optimizer and schedule factories.
 
-    Both are partials (Hydra `_partial_: true`) that receive the parameters / optimizer here,
-    so the config never needs to know the model. A subclass also declares, for the preflight
-    and metrics.json: `target_kind` ("class" or "real"), `loss_hint` (the losses that fit),
-    `reported` (the metric keys copied to metrics.json), `best_key` and `best_value`, and
-    `best_test_keys` (test metrics also measured on the best-validation checkpoint).
+    The factories are partials (Hydra `_partial_: true`) that receive the parameters or the
+    optimizer here, so the config never needs to know the model. A subclass also declares, for
+    the preflight and metrics.json: `target_kind` ("class", "real", "flow"), `loss_hint` (the
+    losses that fit), `reported` (the metric keys copied to metrics.json), `best_key` and
+    `best_value`, and `best_test_keys` (test metrics also measured on the best checkpoint).
     """
 
     target_kind = "class"
@@ -20,6 +25,20 @@ class Task(L.LightningModule):
     reported: tuple[str, ...] = ()
     best_key = ""
     best_test_keys: dict[str, str] = {}  # test metric -> its key for the best checkpoint
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None,
+        monitor: str,
+        monitor_mode: str,
+    ):
+        super().__init__()
+        self.net, self.loss = net, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor, self.monitor_mode = monitor, monitor_mode
 
     @classmethod
     def provided_inputs(cls, **task_cfg) -> tuple[str, ...]:

@@ -75,11 +75,8 @@ class ClassifyTask(Task):
         monitor: str = "val/acc",
         monitor_mode: str = "max",
     ):
-        super().__init__()
-        self.net, self.loss = net, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.num_classes = num_classes
-        self.monitor, self.monitor_mode = monitor, monitor_mode
         self.train_metrics = MetricCollection(
             {"acc": MulticlassAccuracy(num_classes=num_classes, average="micro")}
         )

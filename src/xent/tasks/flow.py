@@ -81,11 +81,8 @@ class FlowTask(Task):
         plot_times: int = 21,
         num_threads: int | None = 1,
     ):
-        super().__init__()
+        super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.check_sampler(solver, atol, rtol, euler_steps, plot_times, num_threads)
-        self.net, self.loss = net, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.monitor, self.monitor_mode = monitor, monitor_mode
         self.solver = {"method": solver, "atol": atol, "rtol": rtol}
         self.euler_steps, self.plot_times = euler_steps, plot_times
         self.plot_dir = Path(plot_dir) if plot_dir else None
@@ -172,7 +169,7 @@ class FlowTask(Task):
         self._plotted = True
         try:
             import matplotlib  # noqa: F401
-        except ImportError:  # not a declared dependency of xent: skip the figures, keep the run
+        except ImportError:  # a declared dependency, but a broken install keeps the run, not PNGs
             log.warning("matplotlib is not installed: no %s / %s", SAMPLES_PNG, TRAJECTORIES_PNG)
             return
         from xent.flow.plots import plot_samples, plot_trajectories

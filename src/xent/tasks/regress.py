@@ -45,10 +45,7 @@ class RegressTask(Task):
         monitor: str = "val/rmse",
         monitor_mode: str = "min",
     ):
-        super().__init__()
-        self.net, self.loss = net, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.monitor, self.monitor_mode = monitor, monitor_mode
+        super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.val_metrics, self.test_metrics = regression_metrics(), regression_metrics()
         self.target_scale = 1.0
         self.best_value = math.inf
