@@ -1,0 +1,45 @@
+"""scripts/plot_sweep_axis.py: metrics against a numeric sweep axis, from a sweep's job dirs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_report import fake_job
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_sweep_axis.py"
+
+
+def test_plots_and_tabulates_by_numeric_axis(tmp_path):
+    sweep = tmp_path / "sweep"
+    num = 0
+    for eps, w2 in ((20, 0.5), (0.5, 0.9), (2, 0.6)):
+        for seed in (42, 43):
+            metrics = {"status": "ok", "seed": seed, "test/w2": w2 + seed - 42}
+            metrics.update({"test/npe": 0.1, "test/nfe": 30})
+            fake_job(sweep, num, [f"loss.eps={eps}", f"seed={seed}", "experiment=e"], metrics)
+            num += 1
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(sweep), "loss.eps"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "±" in line]
+    # sorted by the axis value, mean ± sample std over the two seeds
+    assert [r.split(" | ")[0] for r in rows] == ["| 0.5", "| 2", "| 20"]
+    assert "| 0.5 | 2 | 1.4000 ± 0.7071 |" in rows[0]
+    png = sweep / "loss.eps.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_matching_jobs_is_one_line(tmp_path):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep, 0, ["loss=ce", "seed=0"], {"status": "ok", "seed": 0, "test/acc": 0.9})
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(sweep), "loss.eps"], capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        == f"plot_sweep_axis: no finished jobs with loss.eps=<number> in {sweep}"
+    )
