@@ -301,8 +301,9 @@ def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, ou
     return probe(outputs, target, **extra)
 
 
-def build_parts(cfg: DictConfig) -> Parts:
-    """Instantiate data, model, loss, optimizer and schedule, checking each as it is built."""
+def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
+    """Instantiate data, model, loss, optimizer and schedule, checking each as it is built
+    (and, with `load_teacher`, that the distillation teacher loads)."""
     check_values(cfg)
     datamodule = instantiate_group(cfg, "data")
     call_checked(cfg, "data", datamodule.prepare_data)
@@ -314,7 +315,7 @@ def build_parts(cfg: DictConfig) -> Parts:
         probe_velocity(cfg, net, loss)
     else:
         probe_model(cfg, net, loss)
-    if needs_teacher(loss):
+    if needs_teacher(loss) and load_teacher:  # a job loads it once, in obtain_teacher
         check_teacher(cfg)
     optimizer = instantiate_group(cfg, "optim")
     scheduler = instantiate_group(cfg, "sched")

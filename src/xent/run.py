@@ -93,7 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _save_resolved_config(cfg, run_dir)
         print_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        parts = build_parts(cfg)
+        parts = build_parts(cfg, load_teacher=False)
         task_extras: dict[str, Any] = {}
         if needs_teacher(parts.loss):
             task_extras["teacher"], teacher_path = obtain_teacher(cfg)
