@@ -181,10 +181,20 @@ BAD = {
         "data.source='ring' is not a distribution; valid: 8gaussians, gaussian, moons, scurve",
     ),
     "eps <= 0": (["loss=wcfm", "loss.eps=0"], "loss.eps=0 must be > 0"),
-    "flow loss on a classification set": (
+    "flow loss on a classification table": (
+        ["loss=cfm", "data=breast_cancer"],
+        "data=breast_cancer has class labels but task=flow trains on source/target point clouds "
+        "or images: use data=toy2d, or images: data=digits, cifar10",
+    ),
+    "2D velocity net on images": (
         ["loss=cfm", "data=digits"],
-        "data=digits has class labels but task=flow trains on source/target point clouds: "
-        "use data=toy2d",
+        "model=velocity_mlp takes 2D points, but data=digits has images of shape 1x8x8: "
+        "use model=velocity_unet",
+    ),
+    "image velocity net on points": (
+        ["loss=cfm", "model=velocity_unet"],
+        "model=velocity_unet takes images, but data=toy2d has points of shape [2]: "
+        "use model=velocity_mlp",
     ),
     "classification loss on task=flow": (
         ["loss=ce", "task=flow", "data=toy2d", "model=velocity_mlp"],

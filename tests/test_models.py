@@ -19,8 +19,8 @@ import xent.models
 from xent.models import Classifier, cnn8, resnet18, vgg8, wide_resnet
 
 CONF_DIR = Path(xent.models.__file__).resolve().parents[1] / "conf" / "model"
-# Velocity nets v(t, x) of task=flow are not classifiers: tests/test_flow_task.py covers them.
-FLOW_MODELS = {"velocity_mlp"}
+# Velocity nets v(t, x) of task=flow are not classifiers: tests/test_flow_*.py cover them.
+FLOW_MODELS = {"velocity_mlp", "velocity_unet"}
 CONFIGS = sorted(path.stem for path in CONF_DIR.glob("*.yaml") if path.stem not in FLOW_MODELS)
 
 CIFAR = {"num_classes": 100, "in_channels": 3, "image_size": 32, "input_shape": [3, 32, 32]}

@@ -184,7 +184,11 @@ def probe_velocity(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module)
         with torch.no_grad():
             velocity = net(torch.zeros(4), x0)
     except Exception as err:  # noqa: BLE001
-        hint = "" if model == "model=velocity_mlp" else "; task=flow needs model=velocity_mlp"
+        hint = (
+            ""
+            if model in ("model=velocity_mlp", "model=velocity_unet")
+            else "; task=flow needs a velocity net v(t, x): model=velocity_mlp or velocity_unet"
+        )
         raise ConfigError(
             f"{model} cannot take {dataset} points of shape {'x'.join(map(str, shape))} as "
             f"v(t, x): {root_message(err)}{hint}"
@@ -225,19 +229,36 @@ def check_task_fits_data(cfg: DictConfig) -> None:
 
     task_kind = getattr(get_class(cfg.task._target_), "target_kind", "class")
     data_kind = getattr(get_class(cfg.data._target_), "target_kind", "class")
-    if data_kind != task_kind:
-        fitting = "data=toy2d" if task_kind == "flow" else _FITTING[data_kind]
+    images = "in_channels" in cfg.data
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=False)
+    if task_kind == "flow" and images:  # flow matching maps noise to images; labels unused
+        if "${data.dim}" in model_cfg.values():
+            raise ConfigError(
+                f"{_choice(cfg, 'model')} takes 2D points, but {_choice(cfg, 'data')} has images "
+                f"of shape {'x'.join(map(str, _input_shape(cfg)))}: use model=velocity_unet"
+            )
+    elif data_kind != task_kind:
+        fitting = (
+            "data=toy2d, or images: data=digits, cifar10"
+            if task_kind == "flow"
+            else _FITTING[data_kind]
+        )
+        words = _KIND_WORDS[task_kind] + (" or images" if task_kind == "flow" else "")
         raise ConfigError(
             f"{_choice(cfg, 'data')} has {_KIND_WORDS[data_kind]} but {_choice(cfg, 'task')} "
-            f"trains on {_KIND_WORDS[task_kind]}: use {fitting}"
+            f"trains on {words}: use {fitting}"
         )
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=False)
     image_keys = ("${data.in_channels}", "${data.image_size}")
-    if "in_channels" not in cfg.data and any(v in image_keys for v in model_cfg.values()):
-        fitting = "model=velocity_mlp" if task_kind == "flow" else "model=mlp"
+    if not images and any(v in image_keys for v in model_cfg.values()):
+        shape = list(_input_shape(cfg))
+        what, fitting = (
+            (f"has points of shape {shape}", "model=velocity_mlp")
+            if task_kind == "flow"
+            else (f"is a table (rows of shape {shape})", "model=mlp")
+        )
         raise ConfigError(
-            f"{_choice(cfg, 'model')} takes images, but {_choice(cfg, 'data')} is a table "
-            f"(rows of shape {list(_input_shape(cfg))}): use {fitting}"
+            f"{_choice(cfg, 'model')} takes images, but {_choice(cfg, 'data')} {what}: "
+            f"use {fitting}"
         )
 
 

@@ -7,6 +7,13 @@ W2. Validation does that with the configured solver (its W2 picks the best check
 test also integrates the path energy for NPE = |PE − W2²(q0, q1)| / W2²(q0, q1), counts the
 solver's NFE, measures W2 after a few Euler steps (straight paths need few), and draws the
 samples and trajectories into the run dir.
+
+Image data (`data=digits`, `cifar10`, ...) is a supported shape: its batches (x, y, index) give
+x1 = the images and x0 = standard Gaussian noise of the same shape (fresh per training step;
+fixed per held-out batch, so every validation compares the same noise). The labels are unused.
+W2 and NPE are then measured in the data's normalised pixel space; the test adds FID through
+torchmetrics where its Inception weights can be loaded (else `test/fid` is absent and a warning
+says so), and the figures are a grid of samples and a row of ODE states per sample.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from torch import nn
 
 from xent.errors import ConfigError
 from xent.flow import integrate, normalized_path_energy, wasserstein2
+from xent.flow.fid import frechet_inception_distance
 from xent.flow.ode import METHODS
 from xent.tasks.base import Task
 
@@ -29,6 +37,8 @@ log = logging.getLogger("xent")
 
 SAMPLES_PNG = "samples.png"
 TRAJECTORIES_PNG = "trajectories.png"
+# Seeds of the fixed source noise of held-out image batches (batch i uses seed + i).
+SPLIT_NOISE_SEEDS = {"val": 10_000, "test": 20_000}
 METHOD_NAMES = {"ICFMLoss": "I-CFM", "OTCFMLoss": "OT-CFM", "WCFMLoss": "W-CFM"}
 
 
@@ -37,7 +47,7 @@ class FlowTask(Task):
 
     target_kind = "flow"
     loss_hint = "a flow-matching loss (cfm, otcfm, wcfm)"
-    reported = ("test/w2", "test/npe", "test/nfe", "test/pe", "test/w2_euler")
+    reported = ("test/w2", "test/npe", "test/nfe", "test/pe", "test/w2_euler", "test/fid")
     best_key = "best/val_w2"
     best_test_keys = {"test/w2": "best/test_w2", "test/npe": "best/test_npe"}
 
@@ -50,6 +60,7 @@ class FlowTask(Task):
         euler_steps: int = 4,
         plot_times: int = 21,
         num_threads: int | None = 1,
+        max_eval_samples: int | None = 1000,
         **_: Any,
     ) -> None:
         """Sampling settings that cannot work fail before training (the preflight calls this)."""
@@ -61,6 +72,11 @@ class FlowTask(Task):
         for key, value, low in (("euler_steps", euler_steps, 1), ("plot_times", plot_times, 2)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"task.{key}={value!r} must be an integer >= {low}")
+        bad_cap = isinstance(max_eval_samples, bool) or not isinstance(max_eval_samples, int | None)
+        if bad_cap or (max_eval_samples is not None and max_eval_samples < 2):
+            raise ConfigError(
+                f"task.max_eval_samples={max_eval_samples!r} must be null or an integer >= 2"
+            )
         bad_threads = isinstance(num_threads, bool) or not isinstance(num_threads, int | None)
         if bad_threads or (num_threads is not None and num_threads < 1):
             raise ConfigError(f"task.num_threads={num_threads!r} must be null or an integer >= 1")
@@ -80,9 +96,14 @@ class FlowTask(Task):
         plot_dir: str | None = None,
         plot_times: int = 21,
         num_threads: int | None = 1,
+        max_eval_samples: int | None = 1000,
+        fid: bool = True,
     ):
         super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
-        self.check_sampler(solver, atol, rtol, euler_steps, plot_times, num_threads)
+        self.check_sampler(
+            solver, atol, rtol, euler_steps, plot_times, num_threads, max_eval_samples
+        )
+        self.max_eval_samples, self.fid = max_eval_samples, fid
         self.solver = {"method": solver, "atol": atol, "rtol": rtol}
         self.euler_steps, self.plot_times = euler_steps, plot_times
         self.plot_dir = Path(plot_dir) if plot_dir else None
@@ -106,8 +127,18 @@ class FlowTask(Task):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.net(t, x)
 
+    @staticmethod
+    def _pair(batch, noise: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, x1): a toy batch as it comes; an image batch (x, y, index) as (noise, x)."""
+        if len(batch) == 2:
+            return batch[0], batch[1]
+        x1 = batch[0]
+        if noise is None:
+            return torch.randn_like(x1), x1
+        return torch.randn(x1.shape, generator=noise).to(x1), x1
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x0, x1 = batch
+        x0, x1 = self._pair(batch)
         loss = self.loss(self.net, x0, x1)
         if not torch.isfinite(loss):
             # Sampling a diverged net fails deep inside the ODE solver; say it here instead.
@@ -119,17 +150,25 @@ class FlowTask(Task):
         return loss
 
     # -- evaluation: collect the held-out set, sample the ODE once at the epoch end -----------
+    def _hold(self, stage: str, batch, batch_idx: int) -> None:
+        if sum(len(b[0]) for b in self._held[stage]) >= (self.max_eval_samples or math.inf):
+            return
+        noise = torch.Generator().manual_seed(SPLIT_NOISE_SEEDS[stage] + batch_idx)
+        self._held[stage].append(self._pair(batch, noise))
+
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._held["val"].append(batch)
+        self._hold("val", batch, batch_idx)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._held["test"].append(batch)
+        self._hold("test", batch, batch_idx)
 
     def _take(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The held-out (x0, x1), at most `max_eval_samples` of each."""
         batches, self._held[stage] = self._held[stage], []
         if not batches:
             return None
-        return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+        keep = self.max_eval_samples
+        return torch.cat([b[0] for b in batches])[:keep], torch.cat([b[1] for b in batches])[:keep]
 
     def on_validation_epoch_end(self) -> None:
         held = self._take("val")
@@ -152,32 +191,70 @@ class FlowTask(Task):
         w2 = wasserstein2(sol.x, x1)
         euler = integrate(self.net, x0, method="euler", steps=self.euler_steps)
         npe = normalized_path_energy(sol.path_energy, wasserstein2(x0, x1, squared=True))
-        self.log_dict(
-            {
-                "test/w2": w2,
-                "test/npe": npe,
-                "test/nfe": float(sol.nfe),
-                "test/pe": sol.path_energy,
-                "test/w2_euler": wasserstein2(euler.x, x1),
-            }
-        )
+        metrics = {
+            "test/w2": w2,
+            "test/npe": npe,
+            "test/nfe": float(sol.nfe),
+            "test/pe": sol.path_energy,
+            "test/w2_euler": wasserstein2(euler.x, x1),
+        }
+        images = x1.dim() == 4
+        if images and self.fid:
+            fid = frechet_inception_distance(self._pixels(x1), self._pixels(sol.x))
+            if fid is not None:
+                metrics["test/fid"] = fid
+        self.log_dict(metrics)
         if self.plot_dir is not None and not self._plotted:
-            self._plot(sol.x, x1, sol.trajectory, w2)
+            if images:
+                self._plot_images(sol.x, sol.trajectory, w2)
+            else:
+                self._plot(sol.x, x1, sol.trajectory, w2)
 
-    def _plot(self, samples, target, trajectory, w2: float) -> None:
+    def _pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images back to [0, 1] by the data module's mean/std (when it has them)."""
+        data = self.trainer.datamodule
+        mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+        if mean is None or std is None:
+            return x.clamp(0, 1)
+        shape = (1, -1, 1, 1)
+        return (x * std.to(x).view(shape) + mean.to(x).view(shape)).clamp(0, 1)
+
+    def _can_plot(self) -> bool:
         """Once per run: the figures of the weights behind test/* (not the best-ckpt re-test)."""
         self._plotted = True
         try:
             import matplotlib  # noqa: F401
         except ImportError:  # a declared dependency, but a broken install keeps the run, not PNGs
             log.warning("matplotlib is not installed: no %s / %s", SAMPLES_PNG, TRAJECTORIES_PNG)
+            return False
+        self.plot_dir.mkdir(parents=True, exist_ok=True)
+        return True
+
+    def _method_name(self) -> str:
+        return METHOD_NAMES.get(type(self.loss).__name__, type(self.loss).__name__)
+
+    def _plot(self, samples, target, trajectory, w2: float) -> None:
+        if not self._can_plot():
             return
         from xent.flow.plots import plot_samples, plot_trajectories
 
         data = self.trainer.datamodule
         pair = f"{data.source} → {data.target}" if hasattr(data, "source") else ""
-        name = METHOD_NAMES.get(type(self.loss).__name__, type(self.loss).__name__)
-        self.plot_dir.mkdir(parents=True, exist_ok=True)
+        name = self._method_name()
         title = f"{name} {pair}: W2 {w2:.3f}"
         plot_samples(samples, target, self.plot_dir / SAMPLES_PNG, title=title)
         plot_trajectories(trajectory, self.plot_dir / TRAJECTORIES_PNG, title=f"{name} {pair}")
+
+    def _plot_images(self, samples, trajectory, w2: float) -> None:
+        if not self._can_plot():
+            return
+        from xent.flow.plots import plot_image_samples, plot_image_trajectories
+
+        name, data = self._method_name(), getattr(self.trainer.datamodule, "name", "images")
+        plot_image_samples(
+            self._pixels(samples), self.plot_dir / SAMPLES_PNG, title=f"{name} {data}: W2 {w2:.2f}"
+        )
+        steps = torch.stack([self._pixels(x) for x in trajectory])
+        plot_image_trajectories(
+            steps, self.plot_dir / TRAJECTORIES_PNG, title=f"{name} {data}: noise → image"
+        )
