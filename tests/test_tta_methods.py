@@ -1,0 +1,557 @@
+"""The pure-torch continual TTA methods (xent.tta): losses, augmentation, BN regime, the per-batch
+procedures of TENT / CoTTA / RMT, warm-up, source-free replay, reset, and config errors."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import itertools
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xent.errors import ConfigError
+from xent.models import resnet8
+from xent.tta import (
+    RMT,
+    AugmentParams,
+    CoTTA,
+    Norm,
+    Source,
+    Tent,
+    apply_params,
+    bn_affine_params,
+    ema_update,
+    supcon_loss,
+    symmetric_cross_entropy,
+    tta_augment,
+    use_batch_statistics,
+)
+
+B, SIZE, CLASSES = 8, 16, 10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread is fastest, and avoids OpenMP spinning (10x slower)
+    when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def model() -> nn.Module:
+    """A resnet8 whose BN running stats and affine params are not the identity (like a trained
+    source model), so batch vs running statistics and BN updates are visible."""
+    net = resnet8(num_classes=CLASSES, in_channels=3)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.8, 1.2)
+                m.bias.uniform_(-0.1, 0.1)
+    return net
+
+
+def batch(n: int = B, size: int = SIZE) -> Tensor:
+    return torch.rand(n, 3, size, size)
+
+
+class CountingSource:
+    """An infinite source iterator that counts the batches drawn."""
+
+    def __init__(self, batch_size: int = B):
+        self.batch_size = batch_size
+        self.drawn = 0
+        self.gen = torch.Generator().manual_seed(123)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        self.drawn += 1
+        x = torch.rand(self.batch_size, 3, SIZE, SIZE, generator=self.gen)
+        y = torch.randint(0, CLASSES, (self.batch_size,), generator=self.gen)
+        return x, y
+
+
+def rmt(**kwargs) -> RMT:
+    kwargs = {"warmup_samples": 16, "prototype_samples": 16, **kwargs}
+    return RMT(model(), **kwargs)
+
+
+def setup(method, source: CountingSource | None = None):
+    method.setup_source(source if source is not None else CountingSource())
+    return method
+
+
+# -- losses ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.3])
+def test_sce_matches_formula_and_only_the_student_gets_gradient(alpha: float) -> None:
+    s = torch.randn(6, 5, requires_grad=True)
+    t = torch.randn(6, 5, requires_grad=True)
+    loss = symmetric_cross_entropy(s, t, alpha)
+    s64, t64 = s.detach().double(), t.detach().double()
+    ps, pt = s64.exp() / s64.exp().sum(1, keepdim=True), t64.exp() / t64.exp().sum(1, keepdim=True)
+    expected = -(1 - alpha) * (pt * ps.log()).sum(1) - alpha * (ps * pt.log()).sum(1)
+    assert loss.shape == (6,)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    loss.sum().backward()
+    assert t.grad is None or torch.count_nonzero(t.grad) == 0
+    assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_supcon_matches_an_explicit_double_loop() -> None:
+    b, v, d, tau, base = 3, 3, 5, 0.1, 0.07
+    f = torch.randn(b, v, d, dtype=torch.float64)
+    u = [[f[i, j] / f[i, j].norm() for j in range(v)] for i in range(b)]
+    flat = [(i, u[i][j]) for i in range(b) for j in range(v)]
+    total = 0.0
+    for a, (ia, ua) in enumerate(flat):
+        denom = sum(math.exp(float(ua @ uk) / tau) for k, (_, uk) in enumerate(flat) if k != a)
+        terms = [
+            math.log(math.exp(float(ua @ up) / tau) / denom)
+            for p, (ip, up) in enumerate(flat)
+            if p != a and ip == ia
+        ]
+        total += -(tau / base) * sum(terms) / len(terms)
+    expected = total / len(flat)
+    got = supcon_loss(f, temperature=tau, base_temperature=base)
+    assert got.item() == pytest.approx(expected, rel=1e-10)
+    assert supcon_loss(f, tau).item() == pytest.approx(expected * base / tau, rel=1e-10)
+    g = f.clone().requires_grad_(True)
+    supcon_loss(g, tau).backward()
+    assert torch.isfinite(g.grad).all()
+
+
+def test_ema_update_is_the_formula_for_every_parameter_and_leaves_buffers() -> None:
+    teacher, student = model(), model()
+    buffers = {k: v.clone() for k, v in teacher.named_buffers()}
+    m = 0.9
+    expected = {
+        k: m * t.detach() + (1 - m) * s.detach()
+        for (k, t), (_, s) in zip(
+            teacher.named_parameters(), student.named_parameters(), strict=True
+        )
+    }
+    ema_update(teacher, student, m)
+    for k, p in teacher.named_parameters():
+        assert torch.equal(p, expected[k]), k
+    for k, b in teacher.named_buffers():
+        assert torch.equal(b, buffers[k]), k
+
+
+# -- augmentation ---------------------------------------------------------------------------------
+
+
+def test_augment_shape_range_and_reproducible_with_a_seeded_generator() -> None:
+    x = batch(4, 32) * 1.4 - 0.2  # outside [0, 1] on purpose: the transform clips
+    a = tta_augment(x, torch.Generator().manual_seed(7))
+    b = tta_augment(x, torch.Generator().manual_seed(7))
+    c = tta_augment(x, torch.Generator().manual_seed(8))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_augment_draws_one_parameter_set_per_batch() -> None:
+    img = 0.3 + 0.4 * torch.rand(1, 3, 32, 32)
+    x = torch.cat([img, img, 0.3 + 0.4 * torch.rand(1, 3, 32, 32)])
+    for seed in range(5):
+        out = tta_augment(x, torch.Generator().manual_seed(seed), noise_std=0.0)
+        assert torch.equal(out[0], out[1])  # same colour/affine/blur/flip for the whole batch
+        noisy = tta_augment(x, torch.Generator().manual_seed(seed))
+        diff = noisy[0] - noisy[1]  # only the independent per-pixel noise differs
+        assert diff.std().item() == pytest.approx(0.005 * math.sqrt(2), rel=0.15)
+        assert (noisy[0] - noisy[2]).abs().mean() > 0.02
+
+
+def test_augment_pipeline_with_neutral_parameters_is_identity_then_flip() -> None:
+    x = batch(2, 32)
+    neutral = AugmentParams(
+        order=(0, 1, 2, 3, 4), brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0,
+        gamma=1.0, angle=0.0, translate=(0, 0), scale=1.0, sigma=1e-3, flip=False,
+    )  # fmt: skip
+    torch.testing.assert_close(apply_params(x, neutral, noise_std=0.0), x, atol=1e-5, rtol=0)
+    flipped = AugmentParams(**{**neutral.__dict__, "flip": True})
+    torch.testing.assert_close(apply_params(x, flipped, 0.0), x.flip(-1), atol=1e-5, rtol=0)
+    shifted = AugmentParams(**{**neutral.__dict__, "translate": (2, 0)})
+    out = apply_params(x, shifted, 0.0)
+    torch.testing.assert_close(out[..., 2:], x[..., :-2], atol=1e-5, rtol=0)
+
+
+# -- BN regime ------------------------------------------------------------------------------------
+
+
+def first_bn_call(method, x: Tensor) -> dict[str, Tensor]:
+    """Run the method on x and capture the first call of the student's first BN layer."""
+    seen: dict[str, Tensor] = {}
+    bn = method.model.bn1
+
+    def hook(mod, inputs, output):
+        if not seen:
+            seen.update(
+                x=inputs[0].detach().clone(),
+                y=output.detach().clone(),
+                w=mod.weight.detach().clone(),
+                b=mod.bias.detach().clone(),
+            )
+
+    handle = bn.register_forward_hook(hook)
+    try:
+        method(x)
+    finally:
+        handle.remove()
+    return seen
+
+
+def manual_bn(seen: dict[str, Tensor], eps: float) -> Tensor:
+    x = seen["x"]
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * seen["w"][:, None, None] + seen["b"][:, None, None]
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: Norm(model()), lambda: Tent(model()), lambda: setup(rmt())]
+)
+def test_norm_tent_rmt_use_batch_statistics(make) -> None:
+    method = make()
+    bns = [m for m in method.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(m.running_mean is None and m.running_var is None for m in bns)
+    method.train()  # what Lightning does to the module tree: must not change the BN regime
+    x = batch()
+    seen = first_bn_call(method, x)
+    torch.testing.assert_close(seen["y"], manual_bn(seen, method.model.bn1.eps))
+    # the prediction for sample 0 depends on the rest of the batch
+    method.reset()
+    first = method(x)[0]
+    method.reset()
+    other = method(torch.cat([x[:1], batch(B - 1)]))[0]
+    assert not torch.allclose(first, other, atol=1e-4)
+
+
+def test_source_uses_running_statistics_and_ignores_the_batch() -> None:
+    method = Source(model())
+    method.train()
+    assert not method.model.training
+    x = batch()
+    seen = first_bn_call(method, x)
+    bn = method.model.bn1
+    expected = F.batch_norm(seen["x"], bn.running_mean, bn.running_var, seen["w"], seen["b"])
+    torch.testing.assert_close(seen["y"], expected)
+    assert not torch.allclose(seen["y"], manual_bn(seen, bn.eps), atol=1e-3)
+    a = method(x)[0]
+    b = method(torch.cat([x[:1], batch(B - 1)]))[0]
+    torch.testing.assert_close(a, b)
+    assert method.last_losses == {}
+
+
+def test_use_batch_statistics_keeps_forward_working_in_eval() -> None:
+    net = use_batch_statistics(model()).eval()
+    x = batch()
+    out = net(x)
+    assert out.shape == (B, CLASSES) and torch.isfinite(out).all()
+    ref = copy.deepcopy(net).train()(x)
+    torch.testing.assert_close(out, ref)  # eval == train: both use batch statistics
+
+
+# -- TENT -----------------------------------------------------------------------------------------
+
+
+def test_tent_updates_only_bn_affine_and_lowers_entropy() -> None:
+    method = Tent(model(), optimizer=functools.partial(torch.optim.Adam, lr=1e-2))
+    affine = {id(p) for p in bn_affine_params(method.model)}
+    assert all(p.requires_grad == (id(p) in affine) for p in method.model.parameters())
+    before = {k: v.detach().clone() for k, v in method.model.named_parameters()}
+    x = batch()
+    entropies = []
+    for _ in range(6):
+        out = method(x)
+        assert out.grad_fn is None
+        assert all(p.grad is None for p in method.model.parameters())
+        entropies.append(method.last_losses["entropy"])
+    for name, p in method.model.named_parameters():
+        changed = not torch.equal(p, before[name])
+        assert changed == (id(p) in affine), name
+    assert entropies[-1] < entropies[0]
+    assert all(b < a for a, b in itertools.pairwise(entropies))
+
+
+def test_tent_returns_pre_update_logits_and_adapts_under_no_grad() -> None:
+    method = Tent(model())
+    x = batch()
+    expected = copy.deepcopy(method.model)(x)
+    with torch.no_grad():  # the method turns grad on itself
+        out = method(x)
+    torch.testing.assert_close(out, expected.detach())
+    assert not torch.equal(
+        method.model.bn1.weight, copy.deepcopy(method._snapshot)["model.bn1.weight"]
+    )
+
+
+def test_inference_mode_is_refused_with_a_clear_error() -> None:
+    method = Tent(model())
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        method(batch())
+
+
+# -- CoTTA ----------------------------------------------------------------------------------------
+
+
+def test_cotta_confident_batch_predicts_with_the_pre_update_teacher() -> None:
+    method = CoTTA(model(), threshold=0.0, restore_prob=0.0)
+    x = batch()
+    teacher = copy.deepcopy(method.teacher)
+    student_before = {k: v.detach().clone() for k, v in method.model.named_parameters()}
+    out = method(x)
+    torch.testing.assert_close(out, teacher(x))
+    assert method.last_losses["augmented"] == 0.0
+    changed = [not torch.equal(p, student_before[k]) for k, p in method.model.named_parameters()]
+    assert all(changed)  # all parameters are trained
+
+
+def test_cotta_unsure_batch_averages_the_teacher_over_augmented_copies() -> None:
+    method = CoTTA(model(), threshold=1.0, num_augs=3, seed=5)
+    x = batch()
+    teacher = copy.deepcopy(method.teacher)
+    g = torch.Generator().manual_seed(5)
+    expected = sum(teacher(tta_augment(x, g)) for _ in range(3)) / 3
+    out = method(x)
+    assert method.last_losses["augmented"] == 1.0
+    torch.testing.assert_close(out, expected.detach())
+    assert not torch.allclose(out, teacher(x), atol=1e-4)
+
+
+@pytest.mark.parametrize("restore_prob", [0.0, 1.0, 0.3])
+def test_cotta_stochastic_restore(restore_prob: float) -> None:
+    method = CoTTA(model(), threshold=0.0, restore_prob=restore_prob)
+    source = {k: v.detach().clone() for k, v in method.model.named_parameters()}
+    method(batch())
+    restored = torch.cat(
+        [(p == source[k]).flatten() for k, p in method.model.named_parameters()]
+    ).float()
+    if restore_prob == 1.0:
+        assert restored.mean() == 1.0
+    elif restore_prob == 0.0:
+        assert restored.mean() < 0.01
+    else:
+        assert restored.mean().item() == pytest.approx(0.3, abs=0.03)
+
+
+# -- RMT ------------------------------------------------------------------------------------------
+
+
+def test_rmt_prediction_is_pre_update_student_plus_teacher_and_it_adapts() -> None:
+    method = setup(rmt(seed=0))
+    x = batch()
+    student, teacher = copy.deepcopy(method.model), copy.deepcopy(method.teacher)
+    with torch.no_grad():
+        expected = student(x) + teacher(x)
+    out = method(x)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(out.argmax(1), expected.argmax(1))
+    for (k, p), q in zip(method.model.named_parameters(), student.parameters(), strict=True):
+        assert not torch.equal(p, q), k
+    # EMA after the step: teacher = m·teacher_before + (1−m)·student_after
+    for t, t0, s in zip(
+        method.teacher.parameters(), teacher.parameters(), method.model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(t, 0.999 * t0 + 0.001 * s)
+    assert all(p.grad is None for p in method.parameters())
+    assert set(method.last_losses) == {"st", "cont", "src", "loss"}
+    ll = method.last_losses
+    assert ll["loss"] == pytest.approx(ll["st"] + ll["cont"] + ll["src"], rel=1e-5)
+
+
+def test_rmt_prototypes_are_source_class_means_before_warmup() -> None:
+    source = CountingSource()
+    reference = copy.deepcopy(source)
+    method = RMT(model(), warmup_samples=0, prototype_samples=16)
+    f0 = copy.deepcopy(method.model)
+    method.setup_source(source)
+    assert source.drawn == 3  # 8, 16, 24 > 16 samples
+    feats, labels = zip(
+        *[(f0.forward_features(x), y) for x, y in (next(reference) for _ in range(3))], strict=True
+    )
+    feats, labels = torch.cat(feats), torch.cat(labels)
+    for k in range(CLASSES):
+        chosen = feats[labels == k]
+        expected = chosen.mean(0) if len(chosen) else torch.zeros(feats.shape[1])
+        torch.testing.assert_close(method.prototypes[k], expected.detach())
+
+
+class RecordingAdam(torch.optim.Adam):
+    """Adam that records every param group's lr at each step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen_lrs: list[list[float]] = []
+
+    def step(self, closure=None):
+        self.seen_lrs.append([g["lr"] for g in self.param_groups])
+        return super().step(closure)
+
+
+def test_rmt_warmup_steps_and_linear_lr_ramp() -> None:
+    source = CountingSource()
+    method = RMT(
+        model(),
+        optimizer=functools.partial(RecordingAdam, lr=1e-3),
+        warmup_samples=43,
+        prototype_samples=16,
+    )
+    teacher0 = copy.deepcopy(method.teacher)
+    method.setup_source(source)
+    steps = 43 // B
+    assert method.warmup_steps == steps == 5
+    assert source.drawn == 3 + steps
+    opt = method.optimizer
+    assert len(opt.param_groups) == 2  # model, projector
+    expected = [[1e-3 * (k + 1) / steps] * 2 for k in range(steps)]
+    assert [lr for lrs in opt.seen_lrs for lr in lrs] == pytest.approx(sum(expected, []))
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3]
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(method.teacher.parameters(), teacher0.parameters(), strict=True)
+    )
+    method(batch())
+    assert opt.seen_lrs[-1] == [1e-3, 1e-3]
+
+    none = RMT(model(), optimizer=functools.partial(RecordingAdam, lr=1e-3),
+               warmup_samples=0, prototype_samples=16)  # fmt: skip
+    none.setup_source(CountingSource())
+    assert none.warmup_steps == 0 and none.optimizer.seen_lrs == []
+
+
+@pytest.mark.parametrize(
+    ("lambda_src", "steps", "per_batch"), [(0.0, 1, 0), (1.0, 1, 1), (0.5, 2, 2)]
+)
+def test_rmt_replay_draws_one_source_batch_per_step_and_none_source_free(
+    lambda_src: float, steps: int, per_batch: int
+) -> None:
+    source = CountingSource()
+    method = setup(rmt(lambda_src=lambda_src, steps=steps), source)
+    drawn = source.drawn
+    for _ in range(3):
+        method(batch())
+    assert source.drawn - drawn == 3 * per_batch
+    assert ("src" in method.last_losses) == (lambda_src > 0)
+
+
+def test_rmt_needs_source_batches() -> None:
+    assert RMT.needs_source and not Tent.needs_source and not CoTTA.needs_source
+    with pytest.raises(ConfigError, match=r"^tta\.method=rmt needs source batches"):
+        rmt().setup_source(None)
+    with pytest.raises(RuntimeError, match="setup_source"):
+        rmt()(batch())
+
+
+# -- reset ----------------------------------------------------------------------------------------
+
+
+def state(method) -> tuple[dict[str, Tensor], dict]:
+    return (
+        {k: v.detach().clone() for k, v in method.state_dict().items()},
+        copy.deepcopy(method.optimizer.state_dict()) if method.optimizer is not None else {},
+    )
+
+
+def assert_same_optimizer_state(a: dict, b: dict) -> None:
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for k in a["state"]:
+        for name, v in a["state"][k].items():
+            w = b["state"][k][name]
+            assert torch.equal(v, w) if isinstance(v, Tensor) else v == w
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Norm(model()),
+        lambda: Tent(model()),
+        lambda: CoTTA(model(), threshold=1.0, num_augs=2),
+        lambda: rmt(),
+    ],
+)
+def test_reset_restores_the_post_setup_state_exactly(make) -> None:
+    method = setup(make())
+    weights, opt = state(method)
+    x = batch()
+    first = method(x)
+    for _ in range(3):
+        method(batch())
+    if method.adapts:
+        assert any(not torch.equal(v, weights[k]) for k, v in method.state_dict().items())
+    method.reset()
+    weights_after, opt_after = state(method)
+    assert weights_after.keys() == weights.keys()
+    for k in weights:
+        assert torch.equal(weights_after[k], weights[k]), k
+    if opt:
+        assert_same_optimizer_state(opt_after, opt)
+    assert method.last_losses == {}
+    if isinstance(method, (Norm, Tent)):  # deterministic: the stream replays identically
+        torch.testing.assert_close(method(x), first, rtol=0, atol=0)
+
+
+# -- config errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (RMT, {"momentum": 1.5}, "tta.momentum=1.5 must be in [0, 1)"),
+        (RMT, {"temperature": 0.0}, "tta.temperature=0 must be > 0"),
+        (RMT, {"lambda_src": -1.0}, "tta.lambda_src=-1 must be >= 0"),
+        (RMT, {"sce_alpha": 2}, "tta.sce_alpha=2 must be in [0, 1]"),
+        (RMT, {"warmup_samples": -5}, "tta.warmup_samples=-5 must be an integer >= 0"),
+        (RMT, {"prototype_samples": 0}, "tta.prototype_samples=0 must be an integer >= 1"),
+        (RMT, {"projection_dim": 1.5}, "tta.projection_dim=1.5 must be an integer >= 0"),
+        (Tent, {"steps": 0}, "tta.steps=0 must be an integer >= 1"),
+        (CoTTA, {"restore_prob": 1.2}, "tta.restore_prob=1.2 must be in [0, 1]"),
+        (CoTTA, {"threshold": -0.1}, "tta.threshold=-0.1 must be in [0, 1]"),
+        (CoTTA, {"num_augs": 0}, "tta.num_augs=0 must be an integer >= 1"),
+        (CoTTA, {"seed": "x"}, "tta.seed=x must be an integer or null"),
+        (Tent, {"lr": 0.1}, "tta.lr=0.1 is not a parameter of Tent; valid: optimizer, steps"),
+    ],
+)
+def test_bad_hyperparameters_raise_one_line_config_errors(cls, kwargs, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        cls(model(), **kwargs)
+    assert str(info.value) == message
+
+
+def test_tent_without_batch_norm_is_a_config_error() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, CLASSES))
+    with pytest.raises(ConfigError, match=r"^tta\.method=tent needs a model with affine BatchNorm"):
+        Tent(net)
+
+
+def test_moving_the_method_moves_the_optimizer_state_too() -> None:
+    """What Lightning's `.to(device)` does after setup: stand-in, a dtype move on CPU."""
+    method = setup(rmt(lambda_src=0.0))
+    assert method.optimizer.state  # Adam moments from the warm-up
+    method.double()
+    moments = [s["exp_avg"] for s in method.optimizer.state.values()]
+    assert all(m.dtype == torch.float64 for m in moments)
+    assert method.prototypes.dtype == torch.float64
+    out = method(batch().double())
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+    method.reset()
