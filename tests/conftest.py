@@ -111,3 +111,27 @@ def xent_run(*overrides: str, cwd: Path, env: dict | None = None, timeout: int =
     return subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_bad_commands(root: Path, bad: dict[str, tuple[list[str], str]]) -> dict[str, tuple]:
+    """Run every bad command of `bad` (name -> (overrides, expected message)) through the CLI,
+    two at a time (each is a ~5 s interpreter start): name -> (process, its would-be run dir)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(item):
+        name, (overrides, _) = item
+        run_dir = root / f"run{list(bad).index(name)}"
+        return name, (xent_run(*overrides, f"hydra.run.dir={run_dir}", cwd=root), run_dir)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(attempt, bad.items()))
+
+
+def assert_one_line_error(proc, run_dir: Path, message: str) -> None:
+    """Exit 2, exactly one `xent-run: error:` line on stderr containing `message`, and no run
+    dir: the bad input was caught before anything was written."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("xent-run: error: "), proc.stderr
+    assert message in lines[0], lines[0]
+    assert not run_dir.exists()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
 from tests.conftest import composed, write_cifar
+from xent.corrupt.layout import write_corrupted
 from xent.preflight import build_parts
 from xent.run import run
 
@@ -58,6 +60,10 @@ def test_every_sweep_job_passes_the_preflight(tmp_path, skip_cifar_checksum, nam
     CIFAR jobs read tiny files in the real format (no download)."""
     for variant in ("cifar10", "cifar100"):
         write_cifar(tmp_path / "data", variant)
+    for variant, folder in (("cifar10", "CIFAR-10-C"), ("cifar100", "CIFAR-100-C")):
+        if name.startswith(f"rmt_{variant}c"):  # a corrupted test stream in the real layout
+            images = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+            write_corrupted(tmp_path / "data" / folder, images, np.arange(10))
     cfg = composed(
         tmp_path, f"experiment={name}", *job, "seed=0", f"paths.data_dir={tmp_path / 'data'}"
     )

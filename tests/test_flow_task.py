@@ -4,7 +4,6 @@ metrics.json and PNGs, and bad input failing in one line before anything is writ
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import composed, xent_run
+from tests.conftest import assert_one_line_error, composed, run_bad_commands
 from xent.data.toy2d import Toy2DDataModule
 from xent.errors import ConfigError
 from xent.flow import VelocityMLP, integrate, wasserstein2
@@ -205,25 +204,10 @@ BAD = {
 
 @pytest.fixture(scope="module")
 def bad_runs(tmp_path_factory):
-    """Every bad command, two at a time (each is a ~5 s interpreter start)."""
-    root = tmp_path_factory.mktemp("bad")
-
-    def attempt(item):
-        name, (overrides, _) = item
-        run_dir = root / f"run{list(BAD).index(name)}"
-        proc = xent_run(*overrides, f"hydra.run.dir={run_dir}", cwd=root)
-        return name, (proc, run_dir)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(attempt, BAD.items()))
+    return run_bad_commands(tmp_path_factory.mktemp("bad"), BAD)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_fails_in_one_line_before_training(bad_runs, name):
-    proc, run_dir = bad_runs[name]
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("xent-run: error: "), proc.stderr
-    assert BAD[name][1] in lines[0]
-    assert not run_dir.exists()
+    assert_one_line_error(*bad_runs[name], BAD[name][1])

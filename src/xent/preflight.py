@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xent.errors import ConfigError, XentError
-from xent.teacher import check_teacher, needs_teacher
+from xent.teacher import adapts_source_model, check_teacher, needs_teacher
 
 EVAL_CKPT_CHOICES = ("last", "best")
 # "loss.q=2 must be ...": a message that already names its config key needs no type prefix.
@@ -322,6 +322,23 @@ def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, ou
     return probe(outputs, target, **extra)
 
 
+def check_adaptation(cfg: DictConfig, net: torch.nn.Module, load_source: bool = True) -> None:
+    """task=tta: the setting is known, the method and its hyperparameters build on a copy of
+    the model, and (with `load_source`) the source model is reachable and loads."""
+    from hydra.utils import get_class
+
+    task_cls = get_class(cfg.task._target_)
+    task_cfg = {k: v for k, v in cfg.task.items() if not str(k).startswith("_") and k != "method"}
+    task_cls.check_setting(**task_cfg)
+    if cfg.get("tta") is None:
+        raise ConfigError("task=tta needs a method: tta=source, norm, tent, cotta or rmt")
+    optimizer = instantiate_group(cfg, "optim")
+    method = instantiate_group(cfg, "tta")
+    call_checked(cfg, "tta", method, model=copy.deepcopy(net), optimizer=optimizer)
+    if load_source:
+        check_teacher(cfg, "source")
+
+
 def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
     """Instantiate data, model, loss, optimizer and schedule, checking each as it is built
     (and, with `load_teacher`, that the distillation teacher loads)."""
@@ -338,6 +355,8 @@ def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
         probe_model(cfg, net, loss)
     if needs_teacher(loss) and load_teacher:  # a job loads it once, in obtain_teacher
         check_teacher(cfg)
+    if adapts_source_model(cfg):
+        check_adaptation(cfg, net, load_source=load_teacher)
     optimizer = instantiate_group(cfg, "optim")
     scheduler = instantiate_group(cfg, "sched")
     # Call the partials once against the real parameters so torch's own checks (lr, momentum,

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 # Summary columns, in this order, for whichever of them the jobs reported (classification,
-# binary, regression, distillation, flow); any other test/* key follows them.
+# binary, regression, distillation, flow, test-time adaptation); any other test/* key follows them.
 METRICS = (
     "test/acc",
     "best/test_acc",
@@ -34,6 +34,8 @@ METRICS = (
     "test/npe",
     "test/nfe",
     "test/w2_euler",
+    "test/err",
+    "test/err_at5",
 )
 NOT_METRICS = ("seed", "epochs", "status", "error")
 SEED_KEYS = ("seed",)
@@ -50,7 +52,7 @@ class Row:
     pending: int = 0  # no metrics.json yet: still running, or killed before it could write
 
 
-def _job_dirs(sweep_dir: Path) -> list[Path]:
+def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(
         (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
         key=lambda p: (len(p.name), p.name),
@@ -60,7 +62,7 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 def collect(sweep_dir: Path) -> list[Row]:
     """Group the sweep's jobs by their overrides other than the seed."""
     jobs = []
-    for job in _job_dirs(sweep_dir):
+    for job in job_dirs(sweep_dir):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         result_path = job / "metrics.json"
         result = json.loads(result_path.read_text()) if result_path.exists() else None

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from xent.console import print_config, print_results
 from xent.preflight import build_parts, root_message
 from xent.rundir import resume_checkpoint, write_metrics
-from xent.teacher import needs_teacher, obtain_teacher
+from xent.tasks.tta import setup_cache_file
+from xent.teacher import adapts_source_model, needs_teacher, obtain_teacher
 
 log = logging.getLogger("xent")
 
@@ -95,12 +96,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         parts = build_parts(cfg, load_teacher=False)
         task_extras: dict[str, Any] = {}
+        net = parts.net
         if needs_teacher(parts.loss):
             task_extras["teacher"], teacher_path = obtain_teacher(cfg)
             metrics["teacher"] = str(teacher_path)
+        if adapts_source_model(cfg):  # task=tta: the net is the pretrained source model
+            net, source_path = obtain_teacher(cfg, "source")
+            metrics["source"] = str(source_path)
+            task_extras["setup_cache"] = str(setup_cache_file(cfg, source_path))
         task = instantiate(
             cfg.task,
-            net=parts.net,
+            net=net,
             loss=parts.loss,
             optimizer=parts.optimizer,
             scheduler=parts.scheduler,
@@ -108,20 +114,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         loggers = _instantiate_all(cfg.get("logger"))
         trainer = instantiate(
-            cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False
+            cfg.trainer,
+            callbacks=_instantiate_all(cfg.get("callbacks")),
+            logger=loggers or False,
+            **getattr(task, "trainer_overrides", {}),
         )
-        ckpt = resume_checkpoint(run_dir, bool(cfg.resume), cfg.get("ckpt_path"))
-        if ckpt:
-            log.info("resuming from %s", ckpt)
-        fit_started = time.perf_counter()
-        trainer.fit(task, datamodule=parts.datamodule, ckpt_path=ckpt)
-        metrics["train_time_s"] = time.perf_counter() - fit_started
-        fit_values = dict(trainer.callback_metrics)
-        test_ckpt = "best" if cfg.eval_ckpt == "best" else None
+        if getattr(task, "fits", True):
+            ckpt = resume_checkpoint(run_dir, bool(cfg.resume), cfg.get("ckpt_path"))
+            if ckpt:
+                log.info("resuming from %s", ckpt)
+            fit_started = time.perf_counter()
+            trainer.fit(task, datamodule=parts.datamodule, ckpt_path=ckpt)
+            metrics["train_time_s"] = time.perf_counter() - fit_started
+            fit_values = dict(trainer.callback_metrics)
+            test_ckpt = "best" if cfg.eval_ckpt == "best" else None
+        else:  # test-time adaptation: the test loop is the whole run, nothing is trained
+            fit_values, test_ckpt = {}, None
+            metrics["train_time_s"] = 0.0
+        test_started = time.perf_counter()
         trainer.test(task, datamodule=parts.datamodule, ckpt_path=test_ckpt, verbose=False)
+        metrics["test_time_s"] = time.perf_counter() - test_started
         values = {**fit_values, **trainer.callback_metrics}
         metrics.update({k: float(values[k]) for k in task.reported if k in values})
-        metrics[task.best_key] = task.best_value
+        if task.best_key:
+            metrics[task.best_key] = task.best_value
         metrics.update(_best_checkpoint_test(cfg, trainer, task, parts.datamodule, metrics))
         metrics["status"] = "ok"
         return metrics

@@ -1,9 +1,14 @@
-"""Teachers for `task=distill`: from a checkpoint, from the cache, or trained once and cached.
+"""Pretrained models a run needs: from a checkpoint, from the cache, or trained once and cached.
 
-A cached teacher lives in `paths.teachers/<model>-<data>-<key>/`, a run dir of its own (config,
-metrics.json, checkpoints, log) plus `teacher.pt`, the plain state dict students load. The key
-hashes what determines the weights: the teacher model, the data, the teacher recipe and the
-teacher seed. Jobs that need the same missing teacher take a file lock, so it is trained once.
+Two kinds use this one mechanism, each described by a config node: `teacher` (the frozen
+teacher of `task=distill`, trained on the run's data) and `source` (the source model that
+`task=tta` adapts, trained on `source.data`, the clean data behind a corrupted stream). A
+node holds `model`, `recipe`, `seed`, `ckpt`, `train_if_missing` and optionally `data`.
+
+A cached model lives in `paths.teachers/<model>-<data>-<key>/`, a run dir of its own (config,
+metrics.json, checkpoints, log) plus `teacher.pt`, the plain state dict runs load. The key
+hashes what determines the weights: the model, the data, the recipe and the seed. Jobs that
+need the same missing model take a file lock, so it is trained once.
 """
 
 from __future__ import annotations
@@ -34,68 +39,91 @@ def needs_teacher(loss: torch.nn.Module) -> bool:
     return "teacher_logits" in getattr(loss, "requires", ())
 
 
-def _model_name(cfg: DictConfig) -> str:
-    return str(cfg.teacher.model._target_).rsplit(".", 1)[-1]
+def adapts_source_model(cfg: DictConfig) -> bool:
+    """task=tta adapts a pretrained source model (the `source` node) instead of training one."""
+    from hydra.utils import get_class
+
+    return cfg.get("source") is not None and not getattr(get_class(cfg.task._target_), "fits", True)
 
 
-def _data_name(cfg: DictConfig) -> str:
-    return str(cfg.data._target_).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+def _noun(key: str) -> str:
+    """How messages name the model of a node: "teacher", "source model"."""
+    return "teacher" if key == "teacher" else f"{key} model"
 
 
-def cache_key(cfg: DictConfig) -> str:
-    """Hash of (teacher model, data, teacher recipe, teacher seed), resolved."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    for key in _DATA_KEYS_NOT_IN_KEY:
-        data.pop(key, None)
+def _model_name(cfg: DictConfig, key: str = "teacher") -> str:
+    return str(cfg[key].model._target_).rsplit(".", 1)[-1]
+
+
+def training_data(cfg: DictConfig, key: str = "teacher") -> DictConfig:
+    """The data a pretrained model learns from: its node's `data`, else the run's."""
+    node = cfg[key]
+    return node.data if node.get("data") is not None else cfg.data
+
+
+def _data_name(cfg: DictConfig, key: str = "teacher") -> str:
+    target = str(training_data(cfg, key)._target_)
+    return target.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+
+
+def cache_key(cfg: DictConfig, key: str = "teacher") -> str:
+    """Hash of (model, data, recipe, seed) of the `key` node, resolved."""
+    data = OmegaConf.to_container(training_data(cfg, key), resolve=True)
+    for name in _DATA_KEYS_NOT_IN_KEY:
+        data.pop(name, None)
     identity = {
-        "model": OmegaConf.to_container(cfg.teacher.model, resolve=True),
+        "model": OmegaConf.to_container(cfg[key].model, resolve=True),
         "data": data,
-        "recipe": OmegaConf.to_container(cfg.teacher.recipe, resolve=True),
-        "seed": cfg.teacher.seed,
+        "recipe": OmegaConf.to_container(cfg[key].recipe, resolve=True),
+        "seed": cfg[key].seed,
     }
     text = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cache_dir(cfg: DictConfig) -> Path:
-    """Where this teacher is (or will be) cached."""
-    name = f"{_model_name(cfg)}-{_data_name(cfg)}-{cache_key(cfg)}"
+def cache_dir(cfg: DictConfig, key: str = "teacher") -> Path:
+    """Where this pretrained model is (or will be) cached."""
+    name = f"{_model_name(cfg, key)}-{_data_name(cfg, key)}-{cache_key(cfg, key)}"
     return Path(cfg.paths.teachers) / name
 
 
-def teacher_source(cfg: DictConfig) -> tuple[Path | None, bool]:
-    """(weights file, must train first); fails in one line when no teacher is reachable."""
-    if cfg.teacher.ckpt:
-        path = Path(str(cfg.teacher.ckpt)).expanduser()
+def teacher_source(cfg: DictConfig, key: str = "teacher") -> tuple[Path | None, bool]:
+    """(weights file, must train first); fails in one line when no model is reachable."""
+    node = cfg[key]
+    if node.ckpt:
+        path = Path(str(node.ckpt)).expanduser()
         if not path.is_file():
-            raise ConfigError(f"teacher.ckpt={path}: no such file")
+            raise ConfigError(f"{key}.ckpt={path}: no such file")
         return path, False
-    cached = cache_dir(cfg) / WEIGHTS_FILE
+    cached = cache_dir(cfg, key) / WEIGHTS_FILE
     if cached.is_file():
         return cached, False
-    if not cfg.teacher.train_if_missing:
+    if not node.train_if_missing:
         raise ConfigError(
-            f"no teacher: teacher.ckpt is null and the cache has none at {cached}; pass "
-            "teacher.ckpt=PATH, or teacher.train_if_missing=true to train and cache it"
+            f"no {_noun(key)}: {key}.ckpt is null and the cache has none at {cached}; pass "
+            f"{key}.ckpt=PATH, or {key}.train_if_missing=true to train and cache it"
         )
     return cached, True
 
 
-def build_teacher_model(cfg: DictConfig) -> torch.nn.Module:
+def build_teacher_model(cfg: DictConfig, key: str = "teacher") -> torch.nn.Module:
     try:
-        return instantiate(cfg.teacher.model)
+        return instantiate(cfg[key].model)
     except Exception as err:  # noqa: BLE001 - reported in one line
         from xent.preflight import root_message
 
-        raise ConfigError(f"teacher.model: {root_message(err)}") from err
+        raise ConfigError(f"{key}.model: {root_message(err)}") from err
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, key: str = "teacher") -> dict[str, torch.Tensor]:
     """Weights only (`weights_only=True`: a pickle that would run code is refused).
 
     Takes this runner's checkpoints (Lightning's, whose `state_dict` keys start with `net.`)
-    or a plain state dict of the model.
+    or a plain state dict of the model, also wrapped (`{"state_dict": ...}`, `{"model": ...}`)
+    or saved from DataParallel (`module.` prefixes), as RobustBench's checkpoints are.
     """
+    from xent.models.robustbench import unwrap_state_dict
+
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
@@ -105,26 +133,30 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         detail = re.search(r"WeightsUnpickler error: ([^.]*)", text)
         reason = detail.group(1) if detail else text[:120]
         raise ConfigError(
-            f"teacher.ckpt={path}: not a weights-only checkpoint, refused ({reason})"
+            f"{key}.ckpt={path}: not a weights-only checkpoint, refused ({reason})"
         ) from err
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = {k[4:]: v for k, v in loaded["state_dict"].items() if k.startswith("net.")}
-    if not isinstance(loaded, dict) or not all(
-        isinstance(v, torch.Tensor) for v in loaded.values()
-    ):
-        raise ConfigError(f"teacher.ckpt={path}: expected a state dict (name -> tensor)")
-    return loaded
+        inner = loaded["state_dict"]
+        if any(k.startswith("net.") for k in inner):  # a runner (Lightning) checkpoint
+            loaded = {k[4:]: v for k, v in inner.items() if k.startswith("net.")}
+    try:
+        return unwrap_state_dict(loaded)
+    except ValueError:
+        raise ConfigError(f"{key}.ckpt={path}: expected a state dict (name -> tensor)") from None
 
 
-def load_weights(model: torch.nn.Module, path: Path, cfg: DictConfig) -> torch.nn.Module:
-    """Load `path` into `model`; any mismatch is one line naming the path and what was expected."""
-    state = read_state_dict(path)
+def load_weights(
+    model: torch.nn.Module, path: Path, cfg: DictConfig, key: str = "teacher"
+) -> torch.nn.Module:
+    """Load `path` into `model`; any mismatch is one line naming the path and what was expected.
+    The model comes back frozen (eval mode, no gradients); unfreeze it to adapt it."""
+    state = read_state_dict(path, key)
     expected = model.state_dict()
     head = getattr(model, "head", None)
     head_key = "head.weight" if isinstance(head, torch.nn.Linear) else None
     if head_key and head_key in state and state[head_key].shape != expected[head_key].shape:
         raise ConfigError(
-            f"teacher.ckpt={path}: the teacher has {state[head_key].shape[0]} classes but "
+            f"{key}.ckpt={path}: the {_noun(key)} has {state[head_key].shape[0]} classes but "
             f"the data has {expected[head_key].shape[0]}"
         )
     missing = sorted(set(expected) - set(state))
@@ -140,7 +172,7 @@ def load_weights(model: torch.nn.Module, path: Path, cfg: DictConfig) -> torch.n
             if keys:
                 problems.append(f"{len(keys)} {what} (e.g. {keys[0]})")
         raise ConfigError(
-            f"teacher.ckpt={path} is not a state dict of teacher.model={_model_name(cfg)}: "
+            f"{key}.ckpt={path} is not a state dict of {key}.model={_model_name(cfg, key)}: "
             + ", ".join(problems)
         )
     model.load_state_dict(state)
@@ -155,17 +187,17 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def check_teacher(cfg: DictConfig) -> None:
-    """Preflight: a teacher is reachable, and an existing one loads into the teacher model."""
-    path, must_train = teacher_source(cfg)
-    model = build_teacher_model(cfg)
+def check_teacher(cfg: DictConfig, key: str = "teacher") -> None:
+    """Preflight: a model is reachable, and an existing one loads into the node's model."""
+    path, must_train = teacher_source(cfg, key)
+    model = build_teacher_model(cfg, key)
     if not must_train:
-        load_weights(model, path, cfg)
+        load_weights(model, path, cfg, key)
 
 
-def obtain_teacher(cfg: DictConfig) -> tuple[torch.nn.Module, Path]:
-    """The frozen teacher: loaded, or trained into the cache first (once, under a lock)."""
-    path, must_train = teacher_source(cfg)
+def obtain_teacher(cfg: DictConfig, key: str = "teacher") -> tuple[torch.nn.Module, Path]:
+    """The frozen model: loaded, or trained into the cache first (once, under a lock)."""
+    path, must_train = teacher_source(cfg, key)
     if must_train:
         from filelock import FileLock
 
@@ -173,45 +205,51 @@ def obtain_teacher(cfg: DictConfig) -> tuple[torch.nn.Module, Path]:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not path.is_file():  # another job may have trained it while we waited
-                train_teacher(cfg, entry)
-    return load_weights(build_teacher_model(cfg), path, cfg), path
+                train_teacher(cfg, entry, key)
+    return load_weights(build_teacher_model(cfg, key), path, cfg, key), path
 
 
-def teacher_run_config(cfg: DictConfig, entry: Path) -> DictConfig:
-    """The student's config turned into a plain CE run of the teacher, in the cache entry."""
-    recipe = OmegaConf.create(OmegaConf.to_container(cfg.teacher.recipe, resolve=True))
+def teacher_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> DictConfig:
+    """The run's config turned into a plain CE classification run of the `key` model (on its
+    training data, with its recipe), in the cache entry."""
+    node = cfg[key]
+    recipe = OmegaConf.create(OmegaConf.to_container(node.recipe, resolve=True))
+    data = OmegaConf.create(OmegaConf.to_container(training_data(cfg, key), resolve=True))
+    model = OmegaConf.create(OmegaConf.to_container(node.model, resolve=True))
     tcfg = cfg.copy()
     with open_dict(tcfg):
+        for other in ("teacher", "source", "tta"):
+            tcfg.pop(other, None)
+        tcfg.data = data
         tcfg.task = {
             "_target_": "xent.tasks.classify.ClassifyTask",
             "monitor": "val/acc",
             "monitor_mode": "max",
             "num_classes": "${data.num_classes}",
         }
-        tcfg.model = cfg.teacher.model
+        tcfg.model = model
         tcfg.loss = {"_target_": "torch.nn.CrossEntropyLoss"}
         tcfg.optim = recipe.optim
         tcfg.sched = recipe.sched
         tcfg.trainer.max_epochs = recipe.epochs
         tcfg.data.batch_size = recipe.batch_size
-        tcfg.data.shuffle_seed = cfg.teacher.seed
-        tcfg.seed = cfg.teacher.seed
+        tcfg.data.shuffle_seed = node.seed
+        tcfg.seed = node.seed
         tcfg.paths.output_dir = str(entry)
         tcfg.logger = {"csv": cfg.logger.csv} if "csv" in (cfg.logger or {}) else {}
         tcfg.resume, tcfg.ckpt_path, tcfg.eval_ckpt = False, None, "last"
-        del tcfg["teacher"]
     return tcfg
 
 
-def train_teacher(cfg: DictConfig, entry: Path) -> dict[str, Any]:
-    """Train the teacher with CE and its own recipe; write `teacher.pt` last (atomically)."""
+def train_teacher(cfg: DictConfig, entry: Path, key: str = "teacher") -> dict[str, Any]:
+    """Train the model with CE and its own recipe; write `teacher.pt` last (atomically)."""
     from xent.run import run
 
-    log.info("training teacher %s into the cache: %s", _model_name(cfg), entry)
-    metrics = run(teacher_run_config(cfg, entry))
-    weights = read_state_dict(entry / "checkpoints" / "last.ckpt")
+    log.info("training %s model %s into the cache: %s", key, _model_name(cfg, key), entry)
+    metrics = run(teacher_run_config(cfg, entry, key))
+    weights = read_state_dict(entry / "checkpoints" / "last.ckpt", key)
     tmp = entry / (WEIGHTS_FILE + ".tmp")
     torch.save(weights, tmp)
     tmp.replace(entry / WEIGHTS_FILE)
-    log.info("teacher cached: test/acc=%.4f", metrics.get("test/acc", float("nan")))
+    log.info("%s model cached: test/acc=%.4f", key, metrics.get("test/acc", float("nan")))
     return metrics

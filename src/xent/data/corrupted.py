@@ -169,8 +169,12 @@ class CorruptedStreamDataModule(L.LightningDataModule):
         source_batch_size: int | None = None,
         generate_seed: int = 0,
         clean: Any = None,
+        source_train_size: int | None = None,
     ):
         super().__init__()
+        # How many clean training images there are: configs of methods that read the source
+        # data once (RMT's warm-up and prototypes) interpolate it; checked in setup.
+        self.source_train_size = source_train_size
         if variant not in VARIANT_CLASSES:
             raise ConfigError(
                 f"data.variant={variant!r} is not one of {', '.join(VARIANT_CLASSES)}"
@@ -263,6 +267,12 @@ class CorruptedStreamDataModule(L.LightningDataModule):
         if self._ready:
             return
         self.clean_module.setup(stage)
+        n_train = len(self.clean_module.splits["train"].labels)
+        if self.source_train_size is not None and self.source_train_size != n_train:
+            raise ConfigError(
+                f"data.source_train_size={self.source_train_size} but the clean training split "
+                f"has {n_train} images"
+            )
         if self.variant == "digits32":
             self._ensure_digits_cache()
         self.n_per_severity = check_layout(self.corrupted_root, self._scheduled_corruptions())

@@ -144,6 +144,13 @@ class TTAMethod(nn.Module):
         self._optimizer_snapshot: dict[str, Any] | None = None
         self.seed: int | None = None
         self._generator: torch.Generator | None = None
+        self.configure()
+        self.snapshot()
+
+    def configure(self) -> None:
+        """Prepare the model (BN mode, what trains, the optimizer): methods without
+        hyperparameters of their own need nothing else. Methods with their own constructor
+        arguments set them up after `super().__init__` and snapshot again."""
 
     @classmethod
     def _hparam_names(cls) -> tuple[str, ...]:
@@ -191,6 +198,25 @@ class TTAMethod(nn.Module):
     def setup_source(self, source: SourceBatches | None) -> None:
         """Use source batches if the method needs them (base: none), then snapshot for reset."""
         self.snapshot()
+
+    def setup_state(self) -> dict[str, Any]:
+        """What `setup_source` produced (weights, buffers, optimizer state), to cache it."""
+        return {
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+        }
+
+    def restore_setup(self, state: dict[str, Any], source: SourceBatches | None) -> None:
+        """Skip `setup_source`'s work (RMT: prototypes, warm-up) by loading its cached result;
+        `source` is still kept for what the stream needs (replay)."""
+        self.load_state_dict(state["state_dict"])
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self._restored(source)
+        self.snapshot()
+
+    def _restored(self, source: SourceBatches | None) -> None:
+        """Hook: what a method keeps from `source` when its setup comes from the cache."""
 
     def snapshot(self) -> None:
         """Remember the current state (all submodules, buffers, optimizer) as the reset point."""
@@ -246,13 +272,5 @@ class TTAMethod(nn.Module):
 class Source(TTAMethod):
     """The unadapted source model: eval mode, BN with its running (source) statistics."""
 
-    def __init__(
-        self,
-        model: Classifier,
-        optimizer: OptimizerFactory | None = None,
-        steps: int = 1,
-        **hparams: Any,
-    ):
-        super().__init__(model, optimizer, steps, **hparams)
+    def configure(self) -> None:
         self.model.eval()
-        self.snapshot()

@@ -7,14 +7,11 @@ TENT, CoTTA and RMT all adapt in.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from xent.models.base import Classifier
-from xent.tta.base import OptimizerFactory, TTAMethod
+from xent.tta.base import TTAMethod
 
 
 def batch_norms(model: nn.Module) -> list[_BatchNorm]:
@@ -51,18 +48,10 @@ def bn_affine_params(model: nn.Module) -> list[nn.Parameter]:
 class Norm(TTAMethod):
     """BN-1: every BatchNorm uses the test batch's statistics; no parameter changes."""
 
-    def __init__(
-        self,
-        model: Classifier,
-        optimizer: OptimizerFactory | None = None,
-        steps: int = 1,
-        **hparams: Any,
-    ):
-        super().__init__(model, optimizer, steps, **hparams)
+    def configure(self) -> None:
         use_batch_statistics(self.model)
         self.model.eval()
         self.model.requires_grad_(False)
-        self.snapshot()
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -129,6 +129,14 @@ class RMT(TTAMethod):
         self._ready = True
         self.snapshot()
 
+    def _restored(self, source: SourceBatches | None) -> None:
+        if source is None:
+            raise ConfigError(
+                "tta.method=rmt needs source batches (prototypes, warm-up, replay); none given"
+            )
+        self._source = source
+        self._ready = True
+
     def _next_source(self) -> tuple[Tensor, Tensor]:
         assert self._source is not None
         batch = next(self._source)

@@ -11,13 +11,10 @@ loss is computed on, i.e. before that update, as in the official code.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from xent.errors import ConfigError
-from xent.models.base import Classifier
-from xent.tta.base import OptimizerFactory, TTAMethod
+from xent.tta.base import TTAMethod
 from xent.tta.bn import bn_affine_params, use_batch_statistics
 from xent.tta.losses import softmax_entropy
 
@@ -27,14 +24,7 @@ class Tent(TTAMethod):
 
     adapts = True
 
-    def __init__(
-        self,
-        model: Classifier,
-        optimizer: OptimizerFactory | None = None,
-        steps: int = 1,
-        **hparams: Any,
-    ):
-        super().__init__(model, optimizer, steps, **hparams)
+    def configure(self) -> None:
         use_batch_statistics(self.model)
         self.model.eval()
         self.model.requires_grad_(False)
@@ -46,7 +36,6 @@ class Tent(TTAMethod):
         for p in params:
             p.requires_grad_(True)
         self.optimizer = self.optimizer_factory(params)
-        self.snapshot()
 
     def forward_and_adapt(self, x: Tensor) -> Tensor:
         """Entropy step on the BN affine parameters; returns the pre-update logits."""
