@@ -75,7 +75,17 @@ def test_cli_exit_codes(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert empty.returncode == 2 and "usage: xent-report SWEEP_DIR" in empty.stderr
+    assert empty.returncode == 2 and "is not a directory" in empty.stderr.splitlines()[-1]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "xent.report", str(sweep), "--metric", "test/nope"],
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (
+        "xent-report: error: --metric test/nope is not reported by any job; "
+        "valid: test/acc, test/nll, test/ece"
+    )
 
 
 def test_columns_are_the_metrics_the_jobs_reported(tmp_path):

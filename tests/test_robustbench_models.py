@@ -211,3 +211,22 @@ def test_unwrap_state_dict_rejects_non_checkpoints(obj):
     with pytest.raises(ValueError, match="no state dict of tensors") as info:
         unwrap_state_dict(obj)
     assert "\n" not in str(info.value)
+
+
+def test_a_checkpoint_carrying_the_normalisation_constants_loads_as_a_source(tmp_path):
+    """RobustBench's in-memory AugMix ResNeXt saves `mu`/`sigma`; its released file does not.
+    Both load through the runner's loader; a different normalisation is refused."""
+    from omegaconf import OmegaConf
+
+    from xent.errors import ConfigError
+    from xent.teacher import load_weights
+
+    cfg = OmegaConf.create({"source": {"model": {"_target_": "xent.models.resnext29"}}})
+    model = resnext29(num_classes=100)
+    state = {**model.state_dict(), "mu": model.mu.clone(), "sigma": model.sigma.clone()}
+    torch.save(state, tmp_path / "with_constants.pt")
+    load_weights(resnext29(num_classes=100), tmp_path / "with_constants.pt", cfg, "source")
+    state["mu"] = torch.zeros_like(model.mu)
+    torch.save(state, tmp_path / "other_mean.pt")
+    with pytest.raises(ConfigError, match=r"1 unexpected \(e.g. mu\)"):
+        load_weights(resnext29(num_classes=100), tmp_path / "other_mean.pt", cfg, "source")

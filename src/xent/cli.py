@@ -87,6 +87,19 @@ def preflight_single_run(overrides: list[str]) -> None:
             print(f"xent-run: {run_dir} held an earlier run; moved it to {moved}", file=sys.stderr)
 
 
+def check_launcher(argv: list[str]) -> None:
+    """A SLURM sweep needs `sbatch`: say so before anything is submitted or written."""
+    import shutil
+
+    from xent.errors import ConfigError
+
+    if "hydra/launcher=slurm" in argv and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "hydra/launcher=slurm needs SLURM's sbatch on PATH, and there is none here: run "
+            "from a cluster's login node, or use hydra/launcher=local to run the jobs here"
+        )
+
+
 def _is_value_override(override: str) -> bool:
     """`a.b=1` or `seed=1` set values; `loss=gce`, `+experiment=x` pick config files."""
     key = override.split("=", 1)[0].lstrip("~+")
@@ -123,6 +136,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     argv = sys.argv[1:]
     try:
+        check_launcher(argv)
         if _is_plain_run(argv):
             preflight_single_run(argv)
         hydra_app()
@@ -130,6 +144,15 @@ def main() -> None:
         if user_wants_traceback:
             raise
         _job_failures.append(err)
+    from xent import sweep
+
+    if sweep.failed_jobs and not _job_failures:  # jobs that failed in other processes
+        print(
+            f"xent-run: {sweep.failed_jobs} job(s) of the sweep failed; see summary.md and "
+            "their metrics.json / error.log",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_RUN_FAILED)
     if _job_failures:
         for err in _job_failures:
             prefix = "xent-run: " if isinstance(err, RunFailed) else "xent-run: error: "

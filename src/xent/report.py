@@ -140,20 +140,43 @@ def write_summary(sweep_dir: Path, metrics: tuple[str, ...] | None = None) -> li
 
 
 def main() -> None:
-    """Entry point of `xent-report SWEEP_DIR`."""
-    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        print("usage: xent-report SWEEP_DIR  (a directory made by xent-run -m)", file=sys.stderr)
-        sys.exit(2)
-    sweep_dir = Path(sys.argv[1])
-    rows = write_summary(sweep_dir)
+    """Entry point of `xent-report SWEEP_DIR [--metric M ...]`."""
+    import argparse
+
+    from xent.sweep import summarize
+
+    parser = argparse.ArgumentParser(
+        prog="xent-report",
+        description="Summarise a sweep dir made by xent-run -m: summary.csv/.md/.png, mean ± "
+        "std over seeds per combination of overrides (also for a sweep still running).",
+    )
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help="a metric to show (repeatable); default: every metric the jobs reported",
+    )
+    args = parser.parse_args()
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a directory (a sweep dir made by xent-run -m)")
+    rows = collect(args.sweep_dir)
     if not rows:
         print(
-            f"xent-report: error: no job dirs (*/.hydra/overrides.yaml) in {sweep_dir}",
+            f"xent-report: error: no job dirs (*/.hydra/overrides.yaml) in {args.sweep_dir}",
             file=sys.stderr,
         )
         sys.exit(2)
-    print(to_markdown(rows, reported_metrics(rows)), end="")
-    print(f"wrote {sweep_dir / 'summary.csv'} and {sweep_dir / 'summary.md'}")
+    missing = [m for m in args.metric or [] if not any(m in row.values for row in rows)]
+    if missing:
+        valid = ", ".join(reported_metrics(rows))
+        print(
+            f"xent-report: error: --metric {missing[0]} is not reported by any job; valid: {valid}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    rows = summarize(args.sweep_dir, args.metric)
+    print(f"wrote {args.sweep_dir / 'summary.csv'}, summary.md and summary.png")
     sys.exit(1 if any(row.failed for row in rows) else 0)
 
 

@@ -152,6 +152,15 @@ def load_weights(
     The model comes back frozen (eval mode, no gradients); unfreeze it to adapt it."""
     state = read_state_dict(path, key)
     expected = model.state_dict()
+    # Constants the model keeps out of its state dict (e.g. resnext29's input mean/std, which
+    # RobustBench's in-memory model saves but its released checkpoint lacks) may come along
+    # in a checkpoint; equal values are dropped, different ones stay and are reported.
+    constants = {name: b for name, b in model.named_buffers() if name not in expected}
+    state = {
+        k: v
+        for k, v in state.items()
+        if not (k in constants and v.shape == constants[k].shape and torch.equal(v, constants[k]))
+    }
     head = getattr(model, "head", None)
     head_key = "head.weight" if isinstance(head, torch.nn.Linear) else None
     if head_key and head_key in state and state[head_key].shape != expected[head_key].shape:

@@ -1,0 +1,100 @@
+"""A real multirun (Hydra's basic launcher, digits): the summary its end-of-sweep callback writes
+holds what the job files say; a failing job does not stop the others and is marked."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+import yaml
+
+from tests.conftest import assert_one_line_error, xent_run
+
+
+@pytest.mark.slow
+def test_multirun_writes_a_summary_recomputable_from_the_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = xent_run(
+        "-m",
+        "loss=ce,sce,anyloss",  # anyloss on 10 classes fails in its job: a bad combination
+        "seed=0,1",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "headline=[test/acc,test/nll]",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr  # the failed jobs make the multirun exit non-zero
+    assert "loss=anyloss needs a binary target" in proc.stderr
+    jobs = {}
+    for job in sweep.glob("*/metrics.json"):
+        overrides = yaml.safe_load((job.parent / ".hydra" / "overrides.yaml").read_text())
+        loss = next(o.split("=")[1] for o in overrides if o.startswith("loss="))
+        jobs.setdefault(loss, []).append(json.loads(job.read_text()))
+    assert sorted((k, len(v)) for k, v in jobs.items()) == [("anyloss", 2), ("ce", 2), ("sce", 2)]
+    assert all(r["status"] == "failed" for r in jobs["anyloss"])
+    with open(sweep / "summary.csv") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"loss=ce", "loss=sce", "loss=anyloss"}
+    for loss in ("ce", "sce"):
+        accs = [r["test/acc"] for r in jobs[loss]]
+        assert float(rows[f"loss={loss}"]["test/acc_mean"]) == pytest.approx(statistics.fmean(accs))
+        assert float(rows[f"loss={loss}"]["test/acc_std"]) == pytest.approx(statistics.stdev(accs))
+        assert rows[f"loss={loss}"]["seeds"] == "2"
+    assert rows["loss=anyloss"]["failed"] == "2" and rows["loss=anyloss"]["seeds"] == "0"
+    header = (sweep / "summary.md").read_text().splitlines()[0]
+    assert header == "| run | seeds | test/acc | test/nll |"  # the headline metrics only
+    assert (sweep / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "sweep summary" in proc.stdout and "loss=sce" in proc.stdout  # the Rich table
+
+
+@pytest.mark.slow
+def test_the_same_sweep_through_submitit_local_subprocesses(tmp_path):
+    """hydra/launcher=local: each job its own process (submitit); a job that fails there still
+    makes the multirun exit 1, and the summary marks it."""
+    sweep = tmp_path / "sweep"
+    proc = xent_run(
+        "-m",
+        "hydra/launcher=local",
+        "loss=ce,anyloss",
+        "seed=0",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "xent-run: 1 job(s) of the sweep failed; see summary.md and their metrics.json / error.log"
+    )
+    assert list((sweep / ".submitit").glob("*/*_submission.sh")) or list(
+        (sweep / ".submitit").glob("*/*.pkl")
+    ), "submitit did not launch the jobs"
+    with open(sweep / "summary.csv") as handle:
+        rows = {row["run"]: row for row in csv.DictReader(handle)}
+    assert rows["loss=ce"]["seeds"] == "1" and float(rows["loss=ce"]["test/acc_mean"]) > 0.2
+    assert rows["loss=anyloss"]["failed"] == "1"
+
+
+BAD = {
+    "no sbatch": (
+        ["-m", "hydra/launcher=slurm", "loss=ce,sce"],
+        "hydra/launcher=slurm needs SLURM's sbatch on PATH, and there is none here",
+    ),
+    "unknown experiment": (
+        ["-m", "experiment=nope"],
+        "experiment=nope is not an option; valid: anyloss_breast_cancer, hlgauss_diabetes,",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_sweeps_fail_in_one_line_before_anything_is_written(tmp_path, name):
+    overrides, message = BAD[name]
+    sweep = tmp_path / "sweep"
+    env = {"PATH": "/usr/bin:/bin"}  # no sbatch (there is none on this machine either)
+    proc = xent_run(*overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
+    assert_one_line_error(proc, sweep, message)
