@@ -23,6 +23,8 @@ def test_experiment_composes_and_sweeps_real_options(name):
     with initialize_config_module("xent.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
     assert cfg.experiment_name == name  # the W&B group of its runs
+    headline = list(cfg.headline)  # the summary's columns: metrics that runs report
+    assert headline and all(m.split("/")[0] in ("test", "best", "teacher") for m in headline)
     params = cfg.hydra.sweeper.params
     assert params, "a sweep file sweeps something"
     for key, values in params.items():

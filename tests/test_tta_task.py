@@ -169,6 +169,7 @@ def test_norm_and_rmt_beat_the_source_model_on_digits32_c(tmp_path, digits_paths
         assert (run_dir / "tta_errors.png").read_bytes()[:8] == PNG_MAGIC
         assert (run_dir / "checkpoints" / "adapted.pt").is_file()
         assert Path(result["source"]).is_file()  # the cached source model's weights
+        assert result["input_norm"] is True  # trained here: it gets its data's normalisation
     assert errs["norm"] < errs["source"] - 0.05, errs
     assert errs["rmt"] < errs["source"] - 0.05, errs
 
@@ -222,7 +223,6 @@ def test_rmt_on_tiny_cifar10_c_with_a_robustbench_checkpoint(tmp_path, skip_cifa
             "data=cifar10_c",
             "model=wrn28_10",
             f"source.ckpt={ckpt}",
-            "task.input_norm=false",
             f"paths.data_dir={data}",
             f"paths.teachers={tmp_path / 'cache'}",
             "data.corruptions=[gaussian_noise,fog]",
@@ -234,6 +234,7 @@ def test_rmt_on_tiny_cifar10_c_with_a_robustbench_checkpoint(tmp_path, skip_cifa
         )
     )
     assert result["status"] == "ok" and result["source"] == str(ckpt)
+    assert result["input_norm"] is False  # a plain state dict from elsewhere: [0, 1] input
     assert 0.0 <= result["test/err/gaussian_noise"] <= 1.0 and "test/err/fog" in result
     assert list((tmp_path / "cache" / "tta_setup").glob("rmt-*.pt"))  # the warm-up is cached
 

@@ -17,7 +17,7 @@ from xent.console import print_config, print_results
 from xent.preflight import build_parts, root_message
 from xent.rundir import resume_checkpoint, write_metrics
 from xent.tasks.tta import setup_cache_file
-from xent.teacher import adapts_source_model, needs_teacher, obtain_teacher
+from xent.teacher import adapts_source_model, needs_teacher, obtain_teacher, trained_here
 
 log = logging.getLogger("xent")
 
@@ -104,6 +104,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             net, source_path = obtain_teacher(cfg, "source")
             metrics["source"] = str(source_path)
             task_extras["setup_cache"] = str(setup_cache_file(cfg, source_path))
+            if cfg.task.get("input_norm") == "auto":
+                task_extras["input_norm"] = trained_here(cfg, source_path, "source")
+            metrics["input_norm"] = task_extras.get("input_norm", cfg.task.get("input_norm"))
         task = instantiate(
             cfg.task,
             net=net,

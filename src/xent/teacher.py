@@ -196,6 +196,18 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def trained_here(cfg: DictConfig, path: Path, key: str = "teacher") -> bool:
+    """Whether the weights at `path` were trained by this runner (the cache, or a runner
+    checkpoint with Lightning's `net.` keys), and so expect its data normalisation."""
+    if not cfg[key].ckpt:
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    inner = loaded.get("state_dict") if isinstance(loaded, dict) else None
+    return isinstance(inner, dict) and any(str(k).startswith("net.") for k in inner)
+
+
 def check_teacher(cfg: DictConfig, key: str = "teacher") -> None:
     """Preflight: a model is reachable, and an existing one loads into the node's model."""
     path, must_train = teacher_source(cfg, key)

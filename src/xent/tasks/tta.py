@@ -138,9 +138,13 @@ class TTATask(Task):
     trainer_overrides = {"inference_mode": False}
 
     @classmethod
-    def check_setting(cls, setting: str = "continual", **_: Any) -> None:
+    def check_setting(
+        cls, setting: str = "continual", input_norm: bool | str = "auto", **_: Any
+    ) -> None:
         if setting not in SETTINGS:
             raise ConfigError(f"task.setting={setting!r} must be one of {', '.join(SETTINGS)}")
+        if input_norm not in (True, False, "auto"):
+            raise ConfigError(f"task.input_norm={input_norm!r} must be auto, true or false")
 
     def __init__(
         self,
@@ -152,7 +156,7 @@ class TTATask(Task):
         monitor_mode: str = "min",
         method: Callable[..., nn.Module] | None = None,
         setting: str = "continual",
-        input_norm: bool = True,
+        input_norm: bool | str = True,
         save_adapted: bool = True,
         output_dir: str | None = None,
         seed: int = 0,
@@ -160,6 +164,8 @@ class TTATask(Task):
     ):
         super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.check_setting(setting)
+        if input_norm not in (True, False):
+            raise ConfigError(f"task.input_norm={input_norm!r} must be auto, true or false")
         if method is None:
             raise ConfigError("task=tta needs a method: tta=source, norm, tent, cotta or rmt")
         self.method_factory, self.setting = method, setting
