@@ -98,3 +98,24 @@ def test_bad_sweeps_fail_in_one_line_before_anything_is_written(tmp_path, name):
     env = {"PATH": "/usr/bin:/bin"}  # no sbatch (there is none on this machine either)
     proc = xent_run(*overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
     assert_one_line_error(proc, sweep, message)
+
+
+@pytest.mark.slow
+def test_resume_reruns_only_the_jobs_that_did_not_end_ok(tmp_path):
+    """A sweep cut off after job 0 finished and while job 1 ran: rerun into the same sweep dir
+    with resume=true, job 0 is kept as it is and job 1 continues from its last.ckpt."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "loss=ce,sce", "trainer.max_epochs=2", "logger=none", f"hydra.sweep.dir={sweep}"]
+    assert xent_run(*args, cwd=tmp_path).returncode == 0
+    done = (sweep / "0" / "metrics.json").read_bytes()
+    cut = json.loads((sweep / "1" / "metrics.json").read_text())
+    cut.update(status="failed", error="killed")  # as a job killed mid-run leaves it
+    (sweep / "1" / "metrics.json").write_text(json.dumps(cut))
+    proc = xent_run(*args, "resume=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (sweep / "0" / "metrics.json").read_bytes() == done  # not run again
+    again = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert again["status"] == "ok" and again["epochs"] == 2
+    log1 = (sweep / "1" / "xent.log").read_text()
+    assert "resuming from" in log1 and "last.ckpt" in log1
+    assert "already ended ok" in (sweep / "0" / "xent.log").read_text()

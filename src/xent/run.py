@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xent.console import print_config, print_results
 from xent.preflight import build_parts, root_message
-from xent.rundir import resume_checkpoint, write_metrics
+from xent.rundir import finished_run, resume_checkpoint, write_metrics
 from xent.tasks.tta import setup_cache_file
 from xent.teacher import adapts_source_model, needs_teacher, obtain_teacher, trained_here
 
@@ -85,6 +85,9 @@ def _best_checkpoint_test(cfg, trainer, task, datamodule, metrics: dict) -> dict
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; metrics.json is written whatever happens."""
     run_dir = Path(cfg.paths.output_dir)
+    if cfg.resume and not cfg.get("ckpt_path") and (done := finished_run(run_dir)) is not None:
+        log.info("resume: %s already ended ok; kept as it is", run_dir)
+        return done
     metrics: dict[str, Any] = {"status": "failed", "seed": cfg.seed, "epochs": 0}
     loggers: list[Any] = []
     started = time.perf_counter()

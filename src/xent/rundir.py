@@ -63,6 +63,19 @@ def archive_previous_run(run_dir: Path) -> Path | None:
     return target
 
 
+def finished_run(run_dir: Path) -> dict[str, Any] | None:
+    """The metrics of a run that already ended ok in `run_dir`, else None: what resume=true
+    skips, so rerunning a cut-off sweep into its sweep dir only redoes the unfinished jobs."""
+    import json
+
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("status") == "ok" else None
+
+
 def resume_checkpoint(run_dir: Path, resume: bool, ckpt_path: str | None) -> str | None:
     """The checkpoint to continue from: an explicit ckpt_path wins, else last.ckpt on resume."""
     if ckpt_path:
