@@ -119,3 +119,27 @@ def test_resume_reruns_only_the_jobs_that_did_not_end_ok(tmp_path):
     log1 = (sweep / "1" / "xent.log").read_text()
     assert "resuming from" in log1 and "last.ckpt" in log1
     assert "already ended ok" in (sweep / "0" / "xent.log").read_text()
+
+
+@pytest.mark.slow
+def test_wandb_offline_sweep_one_run_per_job_in_the_group_plus_the_summary(tmp_path):
+    pytest.importorskip("wandb")
+    sweep = tmp_path / "sweep"
+    proc = xent_run(
+        "-m",
+        "loss=ce,sce",
+        "trainer.max_epochs=1",
+        "logger=wandb",
+        "experiment_name=ce_vs_sce",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for job in ("0", "1"):
+        runs = list((sweep / job / "wandb").glob("offline-run-*/*.wandb"))
+        assert len(runs) == 1, job
+        assert b"ce_vs_sce" in runs[0].read_bytes()  # the group, in the run record
+    summary = list((sweep / "wandb").glob("offline-run-*/*.wandb"))
+    assert len(summary) == 1 and b"ce_vs_sce" in summary[0].read_bytes()
+    assert list((sweep / "wandb").glob("offline-run-*/files/media/table/summary_*.table.json"))

@@ -113,6 +113,32 @@ def print_summary(rows: list[Row], metrics: Sequence[str], title: str = "") -> N
     Console().print(table)
 
 
+def log_summary_to_wandb(
+    rows: list[Row], metrics: Sequence[str], wandb_cfg: Any, sweep_dir: Path
+) -> None:
+    """The summary as a W&B table in a run of its own (job_type "summary") in the jobs' group,
+    so the comparison sits next to its runs; offline mode writes it under the sweep dir."""
+    import wandb
+
+    columns = ["run", "seeds", "failed"] + [f"{m} {s}" for m in metrics for s in ("mean", "std")]
+    data = []
+    for row in rows:
+        stats = [v for m in metrics for v in mean_std(row.values.get(m, []))]
+        data.append([row.label, len(row.seeds), row.failed, *stats])
+    run = wandb.init(
+        project=wandb_cfg.get("project"),
+        entity=wandb_cfg.get("entity"),
+        group=wandb_cfg.get("group"),
+        job_type="summary",
+        name="summary",
+        dir=str(sweep_dir),
+        config={"sweep_dir": str(sweep_dir), "metrics": list(metrics)},
+        reinit="finish_previous",
+    )
+    run.log({"summary": wandb.Table(columns=columns, data=data)})
+    run.finish()
+
+
 class SweepSummary(Callback):
     """At the end of a multirun: the sweep's summary files and table (see module docstring)."""
 
@@ -127,5 +153,11 @@ class SweepSummary(Callback):
             return
         if rows:
             log.info("sweep summary: %s (.md, .png)", sweep_dir / "summary.csv")
+            wandb_cfg = (config.get("logger") or {}).get("wandb")
+            if wandb_cfg is not None:
+                try:
+                    log_summary_to_wandb(rows, headline_metrics(rows, wanted), wandb_cfg, sweep_dir)
+                except Exception as err:  # noqa: BLE001 - the files are written already
+                    log.warning("summary not logged to W&B: %s", err)
         global failed_jobs
         failed_jobs = sum(row.failed for row in rows)
