@@ -256,7 +256,8 @@ def unwrap_state_dict(obj: Any) -> dict[str, Tensor]:
 
     RobustBench's CIFAR checkpoints are mostly `{"state_dict": {"module.<key>": ...}}`; this
     accepts that, `{"model_state_dict": ...}`, `{"net": ...}`, `{"model": ...}` or a plain
-    state dict, so `model.load_state_dict(unwrap_state_dict(torch.load(path)))` is strict.
+    state dict, so `model.load_state_dict(unwrap_state_dict(torch.load(path, weights_only=True)))`
+    is strict.
     """
     found = obj
     while isinstance(found, Mapping) and not _is_state_dict(found):
