@@ -40,6 +40,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
     from xent.run import run
 
     try:
+        check_ddp_in_sweep(cfg)
         metrics = run(cfg)
     except XentError as err:
         _job_failures.append(err)
@@ -85,6 +86,24 @@ def preflight_single_run(overrides: list[str]) -> None:
         moved = archive_previous_run(run_dir)
         if moved:
             print(f"xent-run: {run_dir} held an earlier run; moved it to {moved}", file=sys.stderr)
+
+
+def check_ddp_in_sweep(cfg: DictConfig) -> None:
+    """Lightning's DDP re-runs the command line in each extra process; in a local multirun that
+    command is the whole sweep. SLURM starts one task per device itself, so DDP works there."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from xent.errors import ConfigError
+
+    strategy = str(cfg.trainer.get("strategy", ""))
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if strategy.startswith("ddp") and multirun and "SLURM_JOB_ID" not in os.environ:
+        raise ConfigError(
+            "trainer=ddp in a local multirun would start the whole sweep again in every DDP "
+            "process: run DDP jobs one at a time, or sweep with hydra/launcher=slurm "
+            "(hydra.launcher.tasks_per_node = trainer.devices)"
+        )
 
 
 def check_launcher(argv: list[str]) -> None:
@@ -137,7 +156,9 @@ def main() -> None:
     argv = sys.argv[1:]
     try:
         check_launcher(argv)
-        if _is_plain_run(argv):
+        # A DDP child process (Lightning re-runs this command with LOCAL_RANK >= 1) must not
+        # preflight again: that would set rank 0's fresh run dir aside as an "earlier run".
+        if _is_plain_run(argv) and os.environ.get("LOCAL_RANK", "0") == "0":
             preflight_single_run(argv)
         hydra_app()
     except (XentError, HydraException, OmegaConfBaseException) as err:

@@ -93,9 +93,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     trainer = None
     _quiet_library_noise()
+    # Under DDP every process runs this function; only rank 0 writes the run dir and prints.
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    rank_zero = rank_zero_only.rank == 0
     try:
-        _save_resolved_config(cfg, run_dir)
-        print_config(cfg)
+        if rank_zero:
+            _save_resolved_config(cfg, run_dir)
+            print_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         parts = build_parts(cfg, load_teacher=False)
         task_extras: dict[str, Any] = {}
@@ -149,13 +154,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return metrics
     except BaseException as err:
         metrics["error"] = root_message(err) if isinstance(err, Exception) else type(err).__name__
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        if rank_zero:
+            (run_dir / "error.log").write_text(traceback.format_exc())
         raise
     finally:
         metrics.setdefault("train_time_s", time.perf_counter() - started)
         if trainer is not None:
             metrics["epochs"] = trainer.current_epoch
-        write_metrics(run_dir, metrics)
-        if metrics["status"] == "ok":
-            print_results(metrics, run_dir)
+        if rank_zero:
+            write_metrics(run_dir, metrics)
+            if metrics["status"] == "ok":
+                print_results(metrics, run_dir)
         _finish_wandb(loggers)

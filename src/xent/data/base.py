@@ -27,6 +27,15 @@ class Split:
     labels: torch.Tensor
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochBatchSampler(Sampler):
     """Yields (indices, batch_seed) pairs; both depend only on (seed, epoch).
 
@@ -49,8 +58,12 @@ class EpochBatchSampler(Sampler):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
         batch_seeds = torch.randint(0, 2**62, (len(self),), generator=gen).tolist()
+        rank, world = distributed_rank()
         for i, batch_seed in enumerate(batch_seeds):
-            yield order[i * self.batch_size : (i + 1) * self.batch_size], batch_seed
+            # Under DDP each process takes every world-th sample of the same global batch, so
+            # the processes together see exactly the batches of a single-process run.
+            batch = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield batch[rank::world], batch_seed
 
 
 class BatchGather(Dataset):

@@ -56,7 +56,8 @@ class Task(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Logged here rather than by LearningRateMonitor, which refuses to run without a logger.
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_epoch=True)
+        lr = self.optimizers().param_groups[0]["lr"]
+        self.log("train/lr", lr, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -115,7 +115,7 @@ class ClassifyTask(Task):
         logits = self.net(x)
         loss = self.compute_loss(x, logits, y, index)
         self.train_metrics.update(logits, y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_metrics["acc"], on_step=False, on_epoch=True)
         return loss
 
@@ -129,6 +129,7 @@ class ClassifyTask(Task):
                 self.compute_loss(x, logits, y, index),
                 on_epoch=True,
                 batch_size=len(y),
+                sync_dist=True,  # under DDP: the mean over every process's batches
             )
         nll.update(F.cross_entropy(logits, y, reduction="none"))
         probs = logits.softmax(dim=-1)
@@ -149,7 +150,8 @@ class ClassifyTask(Task):
     def _log_epoch(self, stage: str, metrics: MetricCollection, nll: MeanMetric) -> dict:
         values = {f"{stage}/{k}": v for k, v in metrics.compute().items()}
         values[f"{stage}/nll"] = nll.compute()
-        self.log_dict(values, prog_bar=stage == "val")
+        # torchmetrics' compute() already gathered every process's samples: equal on all ranks.
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)
         metrics.reset()
         nll.reset()
         return values
@@ -158,7 +160,7 @@ class ClassifyTask(Task):
         values = self._log_epoch("val", self.val_metrics, self.val_nll)
         if not self.trainer.sanity_checking:
             self.best_value = max(self.best_value, float(values["val/acc"]))
-        self.log(self.best_key, self.best_value)
+        self.log(self.best_key, self.best_value, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics, self.test_nll)

@@ -60,13 +60,15 @@ class RegressTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
         loss = self.loss(self.net(x), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
     def _evaluate(self, batch, stage: str, metrics: MetricCollection) -> None:
         x, y, _ = batch
         outputs = self.net(x)
-        self.log(f"{stage}/loss", self.loss(outputs, y), on_epoch=True, batch_size=len(y))
+        self.log(
+            f"{stage}/loss", self.loss(outputs, y), on_epoch=True, batch_size=len(y), sync_dist=True
+        )
         # Standardised units times the scale: the target's own units (the shift cancels).
         metrics.update(self.loss.predict(outputs) * self.target_scale, y * self.target_scale)
 
@@ -79,7 +81,7 @@ class RegressTask(Task):
     def _log_epoch(self, stage: str, metrics: MetricCollection) -> dict:
         values = metrics.compute()
         logged = {f"{stage}/rmse": values["mse"].sqrt(), f"{stage}/mae": values["mae"]}
-        self.log_dict(logged, prog_bar=stage == "val")
+        self.log_dict(logged, prog_bar=stage == "val", sync_dist=True)
         metrics.reset()
         return logged
 
@@ -87,7 +89,7 @@ class RegressTask(Task):
         values = self._log_epoch("val", self.val_metrics)
         if not self.trainer.sanity_checking:
             self.best_value = min(self.best_value, float(values["val/rmse"]))
-        self.log(self.best_key, self.best_value)
+        self.log(self.best_key, self.best_value, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test", self.test_metrics)
