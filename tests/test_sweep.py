@@ -95,7 +95,7 @@ BAD = {
 def test_bad_sweeps_fail_in_one_line_before_anything_is_written(tmp_path, name):
     overrides, message = BAD[name]
     sweep = tmp_path / "sweep"
-    env = {"PATH": "/usr/bin:/bin"}  # no sbatch (there is none on this machine either)
+    env = {"PATH": str(tmp_path / "empty-bin")}  # no sbatch, even where SLURM is installed
     proc = xent_run(*overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
     assert_one_line_error(proc, sweep, message)
 
