@@ -44,6 +44,9 @@ def _quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     # best.ckpt is the first ModelCheckpoint on purpose (conf/callbacks/default.yaml).
     warnings.filterwarnings("ignore", message=r".*multiple `ModelCheckpoint` callbacks.*")
+    # On a SLURM login node Lightning suggests `srun` for every run; xent's SLURM path is
+    # hydra/launcher=slurm, whose jobs SLURM starts itself (Lightning then detects SLURM).
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:
