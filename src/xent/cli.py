@@ -50,7 +50,14 @@ def hydra_app(cfg: DictConfig) -> float | None:
         if _show_tracebacks:
             raise
         return None
-    return metrics.get("test/acc")
+    return sweep_objective(cfg, metrics)
+
+
+def sweep_objective(cfg: DictConfig, metrics: dict) -> float | None:
+    """The value a sweeper (Optuna) optimises: `optimized_metric` (checked against the task's
+    metrics before training), or test/acc where unset; None, a failed trial, where absent."""
+    value = metrics.get(cfg.get("optimized_metric") or "test/acc")
+    return None if value is None else float(value)
 
 
 def _is_plain_run(argv: list[str]) -> bool:
@@ -165,6 +172,11 @@ def main() -> None:
         if user_wants_traceback:
             raise
         _job_failures.append(err)
+    except Exception:
+        # A sweeper that gives up because its jobs failed (Optuna with no completed trial):
+        # the jobs' own one-line reasons below say why; anything else is a bug, shown whole.
+        if user_wants_traceback or not _job_failures:
+            raise
     from xent import sweep
 
     if sweep.failed_jobs and not _job_failures:  # jobs that failed in other processes
@@ -175,9 +187,12 @@ def main() -> None:
         )
         sys.exit(EXIT_RUN_FAILED)
     if _job_failures:
-        for err in _job_failures:
-            prefix = "xent-run: " if isinstance(err, RunFailed) else "xent-run: error: "
-            print(prefix + one_line(err), file=sys.stderr)
+        lines = [
+            ("xent-run: " if isinstance(err, RunFailed) else "xent-run: error: ") + one_line(err)
+            for err in _job_failures
+        ]
+        for line in dict.fromkeys(lines):  # one line per distinct reason
+            print(line, file=sys.stderr)
         bad_input = all(not isinstance(err, RunFailed) for err in _job_failures)
         sys.exit(EXIT_BAD_INPUT if bad_input else EXIT_RUN_FAILED)
 

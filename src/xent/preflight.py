@@ -339,10 +339,26 @@ def check_adaptation(cfg: DictConfig, net: torch.nn.Module, load_source: bool = 
         check_teacher(cfg, "source")
 
 
+def check_optimized_metric(cfg: DictConfig) -> None:
+    """A sweeper's objective must be a metric the task reports: a misspelt key would otherwise
+    surface only after every trial had trained, each recorded as a failed trial."""
+    from hydra.utils import get_class
+
+    key = cfg.get("optimized_metric")
+    task_cls = get_class(cfg.task._target_)
+    if key is None or not task_cls.reported:  # a task naming its metrics only at run time
+        return
+    known = [*task_cls.reported, task_cls.best_key, *task_cls.best_test_keys.values()]
+    if key not in known:
+        valid = ", ".join(k for k in known if k)
+        raise ConfigError(f"optimized_metric={key} is not a metric of this task; valid: {valid}")
+
+
 def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
     """Instantiate data, model, loss, optimizer and schedule, checking each as it is built
     (and, with `load_teacher`, that the distillation teacher loads)."""
     check_values(cfg)
+    check_optimized_metric(cfg)
     datamodule = instantiate_group(cfg, "data")
     call_checked(cfg, "data", datamodule.prepare_data)
     check_task_fits_data(cfg)
