@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint install clean
+.PHONY: run test test-fast lint install clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 ## Everything but the end-to-end runs.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## Every benchmark (scripts/bench_*.py): benchmarks/<name>.json and a line in benchmarks/README.md.
+bench: $(STAMP)
+	for script in scripts/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
 LINTED := $(wildcard src tests scripts)
 

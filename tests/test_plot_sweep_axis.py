@@ -43,3 +43,17 @@ def test_no_matching_jobs_is_one_line(tmp_path):
         proc.stderr.strip()
         == f"plot_sweep_axis: no finished jobs with loss.eps=<number> in {sweep}"
     )
+
+
+def test_chosen_metrics_of_a_search_one_trial_each(tmp_path):
+    """An Optuna search: one job per proposed value, plotted against the objective."""
+    sweep = tmp_path / "sweep"
+    for num, (tau, acc) in enumerate(((3.14159, 0.91), (0.7, 0.88))):
+        metrics = {"status": "ok", "seed": 0, "best/val_acc": acc, "test/acc": acc - 0.01}
+        fake_job(sweep, num, [f"loss.tau={tau}", "hparams_search=pld_tau"], metrics)
+    args = [str(SCRIPT), str(sweep), "loss.tau", "--metric", "best/val_acc"]
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "| loss.tau | seeds | best/val_acc |"
+    assert lines[2:4] == ["| 0.7 | 1 | 0.8800 ± 0.0000 |", "| 3.142 | 1 | 0.9100 ± 0.0000 |"]

@@ -1,0 +1,31 @@
+"""xent.benchmark: the rotation of interleaved timing, and the JSON + README line it writes."""
+
+from __future__ import annotations
+
+import json
+
+from xent.benchmark import interleaved, write_result
+
+
+def test_interleaved_rotates_the_order_and_times_every_repetition():
+    calls: list[str] = []
+    candidates = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = interleaved(candidates, repeats=3, warmup=1)
+    assert calls == list("abc" "abc" "bca" "cab")  # warm-up, then a rotated order each time
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_write_result_keeps_one_line_per_benchmark_and_the_notes(tmp_path):
+    write_result("zeta", {"ratio": 1.0}, "first", out_dir=tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(readme.read_text() + "\n## Notes\nbefore/after of a fix\n")
+    write_result("alpha", {"ratio": 2.0}, "a", out_dir=tmp_path)
+    path = write_result("zeta", {"ratio": 3.0}, "second", out_dir=tmp_path)
+    data = json.loads(path.read_text())
+    assert data["benchmark"] == "zeta" and data["ratio"] == 3.0 and data["machine"]["cores"]
+    lines = readme.read_text().splitlines()
+    entries = [line for line in lines if line.startswith("- `")]
+    assert [e.split(":")[0] for e in entries] == ["- `alpha`", "- `zeta`"]
+    assert entries[1].startswith("- `zeta`: second (")
+    assert lines[-2:] == ["## Notes", "before/after of a fix"]
