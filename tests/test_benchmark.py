@@ -11,7 +11,7 @@ def test_interleaved_rotates_the_order_and_times_every_repetition():
     calls: list[str] = []
     candidates = {name: (lambda n=name: calls.append(n)) for name in "abc"}
     times = interleaved(candidates, repeats=3, warmup=1)
-    assert calls == list("abc" "abc" "bca" "cab")  # warm-up, then a rotated order each time
+    assert calls == list("abcabcbcacab")  # warm-up, then a rotated order each time
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert all(t >= 0 for v in times.values() for t in v)
 

@@ -74,7 +74,9 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def write_result(name: str, result: dict[str, Any], summary: str, out_dir: Path = BENCH_DIR) -> Path:
+def write_result(
+    name: str, result: dict[str, Any], summary: str, out_dir: Path = BENCH_DIR
+) -> Path:
     """`benchmarks/<name>.json` (result + machine + date) and this benchmark's line in
     `benchmarks/README.md`, replacing its earlier line; returns the JSON path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +92,8 @@ def write_result(name: str, result: dict[str, Any], summary: str, out_dir: Path 
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
     where = info.get("gpu") or f"{info['cpu']}, {info['cores']} cores"
-    _set_readme_line(out_dir / "README.md", name, f"- `{name}`: {summary} ({where}; {payload['date'][:10]})")
+    line = f"- `{name}`: {summary} ({where}; {payload['date'][:10]})"
+    _set_readme_line(out_dir / "README.md", name, line)
     return path
 
 

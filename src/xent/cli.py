@@ -13,6 +13,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from xent.fast_help import HELP_FLAGS, share_group_listing_repository
+
 CONFIG_MODULE = "xent.conf"
 CONFIG_NAME = "config"
 EXIT_BAD_INPUT = 2
@@ -126,6 +128,19 @@ def check_launcher(argv: list[str]) -> None:
         )
 
 
+def route_optuna_logs(argv: list[str]) -> None:
+    """Optuna logs to stderr through a handler of its own, in colour; its lines would break the
+    rule that stderr holds only the one-line errors. Send them through Hydra's logging instead
+    (the console's stdout and the sweep's log). Only for an Optuna sweep: importing optuna
+    costs a second that `--help` should not pay."""
+    if not any("hparams_search=" in arg or "sweeper=optuna" in arg for arg in argv):
+        return
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+
+
 def _is_value_override(override: str) -> bool:
     """`a.b=1` or `seed=1` set values; `loss=gce`, `+experiment=x` pick config files."""
     key = override.split("=", 1)[0].lstrip("~+")
@@ -163,6 +178,9 @@ def main() -> None:
     argv = sys.argv[1:]
     try:
         check_launcher(argv)
+        route_optuna_logs(argv)
+        if HELP_FLAGS & set(argv):
+            share_group_listing_repository()
         # A DDP child process (Lightning re-runs this command with LOCAL_RANK >= 1) must not
         # preflight again: that would set rank 0's fresh run dir aside as an "earlier run".
         if _is_plain_run(argv) and os.environ.get("LOCAL_RANK", "0") == "0":
