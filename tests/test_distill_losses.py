@@ -368,3 +368,49 @@ def test_requires_and_hparams_round_trip(cls):
     expected = ("teacher_logits", "epoch") if cls is DKDLoss else ("teacher_logits",)
     assert loss.requires == expected
     assert cls(**loss.hparams()).hparams() == loss.hparams()
+
+
+# ----- PLD's fast paths (found by scripts/bench_loss_cost.py) equal the plain definitions -----
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 100, 1000])
+def test_pld_packed_key_sort_is_the_stable_teacher_order(num_classes):
+    from xent.losses.distill import teacher_optimal_permutation
+
+    gen = torch.Generator().manual_seed(num_classes)
+    teacher = (torch.randn(32, num_classes, generator=gen) * 3).round()  # many ties
+    teacher[0] = 0.0
+    teacher[1, ::2] = -0.0  # ties with +0.0, as torch compares them
+    teacher[2, 0] = float("inf")
+    target = torch.randint(0, num_classes, (32,), generator=gen)
+    order = torch.argsort(teacher, dim=1, descending=True, stable=True)
+    rest = order[order != target[:, None]].view(32, num_classes - 1)
+    expected = torch.cat([target[:, None], rest], dim=1)
+    assert torch.equal(teacher_optimal_permutation(teacher, target), expected)  # numpy path
+    assert torch.equal(teacher_optimal_permutation(teacher.double(), target), expected)
+
+
+@pytest.mark.parametrize("scale", [3.0, 1e4])  # 1e4: beyond float64's range, the fallback
+def test_pld_linear_space_nll_matches_the_logcumsumexp_reference(scale):
+    from xent.losses.distill import _plackett_luce_nll_logspace, plackett_luce_nll
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 100, generator=gen, dtype=torch.float64) * scale
+    perm = torch.argsort(torch.rand(16, 100, generator=gen), dim=1)
+    weights = torch.rand(16, 100, generator=gen, dtype=torch.float64)
+    grad = torch.randn(16, generator=gen, dtype=torch.float64)
+    found, expected = [], []
+    for fn, out in ((plackett_luce_nll, found), (_plackett_luce_nll_logspace, expected)):
+        x, w = logits.clone().requires_grad_(True), weights.clone().requires_grad_(True)
+        value = fn(x, perm, w)
+        (value * grad).sum().backward()
+        out += [value, x.grad, w.grad]
+    for a, b in zip(found, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * scale)
+    small = torch.argsort(torch.rand(3, 6, generator=gen), dim=1)
+    inputs = (
+        (logits[:3, :6] / scale).requires_grad_(True),
+        small,
+        weights[:3, :6].requires_grad_(True),
+    )
+    assert torch.autograd.gradcheck(plackett_luce_nll, inputs)

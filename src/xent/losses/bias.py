@@ -45,7 +45,9 @@ class BiasLoss(Loss):
         """z(v_i) for each sample of a (B, ...) feature tensor (no gradient)."""
         with torch.no_grad():
             flat = features.detach().reshape(len(features), -1).float()
-            var = flat.var(dim=1, correction=0)
+            # Two-pass variance by hand: torch.var's CPU kernel (Welford) is ~8x slower here,
+            # 5 ms of bias_loss's 6 ms at batch 128 on a ResNet-20 map (benchmarks/loss_cost).
+            var = (flat - flat.mean(dim=1, keepdim=True)).square_().mean(dim=1)
             low, high = var.min(), var.max()
             spread = torch.where(high > low, high - low, torch.ones_like(high))
             if self.norm == "global":

@@ -9,11 +9,14 @@ Formulas and defaults: design/distill.md §1 (PLD) and §2.1–2.4.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from xent.losses._common import Loss, integer, log1m_target_prob, number, target_log_prob
 
@@ -43,9 +46,17 @@ def non_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Dropping the label column is exact, where mdistiller's "subtract 1000 from the label's
     logit" is not for logits of that size, and it avoids the −inf/NaN bookkeeping of masking.
     """
-    batch, num_classes = logits.shape
-    keep = torch.ones_like(logits, dtype=torch.bool).scatter_(1, target[:, None], False)
-    return logits[keep].view(batch, num_classes - 1)
+    return logits.gather(1, skip_column(target, logits.shape[1]))
+
+
+def skip_column(column: torch.Tensor, width: int) -> torch.Tensor:
+    """Indices (B, width − 1) of every column but `column[i]` in row i, in order.
+
+    A gather with these beats a boolean mask (`nonzero` plus an index and, backwards, an
+    index_put: ~40% of DKD's and NKD's time on a CPU at batch 128, and a GPU sync).
+    """
+    cols = torch.arange(width - 1, device=column.device)
+    return cols + (cols >= column[:, None])
 
 
 class DistillLoss(Loss):
@@ -80,12 +91,44 @@ class DistillLoss(Loss):
 def teacher_optimal_permutation(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """π* per row: the label first, then the other classes by descending teacher logit.
 
-    A stable sort, so ties keep class order and the result is deterministic.
+    A stable sort, so ties keep class order and the result is deterministic. float32 on a CPU
+    goes through numpy's SIMD sort of packed keys (`_packed_key_permutation`), ~10x faster than
+    torch's CPU sort; the result is the same for any non-NaN logits.
+    """
+    if teacher_logits.device.type == "cpu" and teacher_logits.dtype == torch.float32:
+        return _packed_key_permutation(teacher_logits, target)
+    order = torch.argsort(teacher_logits, dim=1, descending=True, stable=True)
+    label_at = (order == target[:, None]).int().argmax(dim=1)
+    rest = order.gather(1, skip_column(label_at, order.shape[1]))
+    return torch.cat([target[:, None], rest], dim=1)
+
+
+def _packed_key_permutation(teacher_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`teacher_optimal_permutation` for float32 CPU logits as one int64 sort per row.
+
+    Key = (the logit's float32 bits mapped to an int32 whose order is the *reverse* float
+    order) · 2³² + class, so ascending keys are descending logits with ties in class order,
+    what a stable sort gives; the label's key is the smallest int64 (plus its class, kept in
+    the low bits), so it comes first. numpy sorts int64 rows with SIMD (x86-simd-sort) where
+    torch's CPU sort does not, and with the class in the key no argsort is needed. In-place
+    steps: fresh temporaries are what cost most at these sizes. `+ 0.0` maps −0.0 to +0.0, so
+    the two tie, as torch compares them.
     """
     batch, num_classes = teacher_logits.shape
-    order = torch.argsort(teacher_logits, dim=1, descending=True, stable=True)
-    rest = order[order != target[:, None]].view(batch, num_classes - 1)
-    return torch.cat([target[:, None], rest], dim=1)
+    bits = (teacher_logits.detach().numpy() + np.float32(0.0)).view(np.int32)
+    # reverse order: x >= 0 -> ~x (0x7f.. -> 0x80..), x < 0 -> x ^ INT32_MIN (sign bit cleared)
+    flipped = bits >> 31
+    np.invert(flipped, out=flipped)
+    flipped |= np.int32(np.iinfo(np.int32).min)
+    flipped ^= bits
+    keys = flipped.astype(np.int64)
+    keys *= 1 << 32
+    keys += np.arange(num_classes)
+    labels = target.detach().cpu().numpy().astype(np.int64)
+    keys[np.arange(batch), labels] = np.iinfo(np.int64).min + labels
+    keys.sort(axis=1)
+    keys &= 0xFFFFFFFF
+    return torch.from_numpy(keys)
 
 
 def plackett_luce_nll(
@@ -94,12 +137,80 @@ def plackett_luce_nll(
     """Weighted Plackett-Luce NLL per row, `Σ_k α_k [log Σ_{ℓ≥k} exp(s_{π_ℓ}) − s_{π_k}]`.
 
     `weights[:, k]` is α_k, the weight of position k of `perm` (not of class k). The suffix
-    log-sum-exps come from one reversed `logcumsumexp`, O(C) after the sort. One-hot α on the
-    label in position 0 gives CE; uniform α gives ListMLE.
+    log-sum-exps are O(C) after the sort. One-hot α on the label in position 0 gives CE;
+    uniform α gives ListMLE. Computed by `_PlackettLuceNLL` (see there for how and why).
     """
+    return _PlackettLuceNLL.apply(logits, perm, weights)
+
+
+def _plackett_luce_nll_logspace(
+    logits: torch.Tensor, perm: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """The reference form: suffix log-sum-exps from one reversed `logcumsumexp`, autograd."""
     s_perm = logits.gather(1, perm)
     suffix_lse = torch.logcumsumexp(s_perm.flip(1), dim=1).flip(1)
     return (weights * (suffix_lse - s_perm)).sum(dim=1)
+
+
+class _PlackettLuceNLL(torch.autograd.Function):
+    """`plackett_luce_nll` with suffix sums in linear space and a closed-form gradient.
+
+    Why: torch's CPU `logcumsumexp` is a scalar loop and its autograd backward runs two more
+    plus several exps: ~75% of PLD's time at 100 classes (batch 128, 1 thread). Here, with
+    e = exp(s_π − max s) and Z_k = Σ_{ℓ≥k} e_ℓ (a reversed cumsum), the loss is
+    Σ_k α_k (log Z_k + max s − s_{π_k}) and its gradient in s_{π_j} is
+    `e_j · Σ_{k≤j} α_k / Z_k − α_j` (a cumsum), scattered back to class order.
+
+    Exact (to rounding) whenever s_{π_last} − max s >= floor = log(tiny/eps) + log C (≈ −67 in
+    float32 at 100 classes, −668 in float64): every Z_k holds e_last >= e^floor, so flushed or
+    subnormal terms (< tiny each) change it by < eps relative. Otherwise (e.g. logits of ±1e4)
+    the batch falls back to the log-space reference for the value and, by autograd through it
+    in backward, the gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, perm: torch.Tensor, weights: torch.Tensor):
+        s = logits.gather(1, perm)
+        top = s.amax(dim=1, keepdim=True)
+        info = torch.finfo(s.dtype)
+        floor = math.log(info.tiny) - math.log(info.eps) + math.log(max(s.shape[1], 1))
+        ctx.exact = bool((s[:, -1:] - top >= floor).all())
+        if not ctx.exact:
+            ctx.save_for_backward(logits, perm, weights)
+            return _plackett_luce_nll_logspace(logits, perm, weights)
+        e = (s - top).exp_()
+        suffix = e.flip(1).cumsum(dim=1).flip(1)
+        gap = suffix.log().add_(top).sub_(s).clamp_(min=0.0)  # log Z_k + max − s_{π_k} >= 0
+        ctx.save_for_backward(perm, weights, e, suffix, gap)
+        ctx.num_classes = logits.shape[1]
+        return (weights * gap).sum(dim=1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        needs_logits, _, needs_weights = ctx.needs_input_grad
+        if not ctx.exact:
+            logits, perm, weights = ctx.saved_tensors
+            with torch.enable_grad():
+                x = logits.detach().requires_grad_(needs_logits)
+                w = weights.detach().requires_grad_(needs_weights)
+                value = _plackett_luce_nll_logspace(x, perm, w)
+                wanted = [t for t in (x, w) if t.requires_grad]
+                found = iter(torch.autograd.grad(value, wanted, grad))
+            return (
+                (next(found) if needs_logits else None),
+                None,
+                (next(found) if needs_weights else None),
+            )
+        perm, weights, e, suffix, gap = ctx.saved_tensors
+        grad_logits = grad_weights = None
+        if needs_logits:
+            d_s = (weights / suffix).cumsum(dim=1).mul_(e).sub_(weights).mul_(grad[:, None])
+            shape = (len(perm), ctx.num_classes)
+            grad_logits = d_s.new_zeros(shape).scatter_add_(1, perm, d_s)
+        if needs_weights:
+            grad_weights = gap * grad[:, None]
+        return grad_logits, None, grad_weights
 
 
 class PLDLoss(DistillLoss):
