@@ -86,12 +86,15 @@ class BatchGather(Dataset):
 
     def __getitem__(self, item: tuple[torch.Tensor, int]):
         indices, batch_seed = item
-        images = self.split.images[indices]
+        # index_select copies whole rows; `tensor[indices]` goes through the per-element
+        # index kernel (5x slower here). The normalisation runs in place on the one float
+        # copy: the same operations in the same order, without three fresh 1.5 MB batches.
+        images = self.split.images.index_select(0, indices)
         if self.crop_padding or self.hflip:
             gen = torch.Generator().manual_seed(batch_seed)
             images = random_crop_flip(images, self.crop_padding, self.hflip, gen)
-        x = (images.float() / 255.0 - self.mean) / self.std
-        return x, self.split.labels[indices], indices
+        x = images.to(torch.float32, copy=True).div_(255.0).sub_(self.mean).div_(self.std)
+        return x, self.split.labels.index_select(0, indices), indices
 
 
 def epoch_loader(
