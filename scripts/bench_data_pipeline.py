@@ -35,15 +35,13 @@ transfer but amortises it over ~15 ms of PIL work per batch.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from xent.benchmark import BENCH_DIR, interleaved, median, write_result
+from xent.benchmark import bench_parser, interleaved, median, write_result
 from xent.data.base import BatchGather, Split, epoch_loader
 from xent.data.synthetic import random_split
 
@@ -162,9 +160,7 @@ def measure(n: int, workers: Iterable[int], repeats: int, warmup: int) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where the JSON/README go")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
+    parser = bench_parser(__doc__, "tiny sizes, a smoke test")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)

@@ -20,7 +20,6 @@ batches, for the whole step and for the coupling alone. A missed bar is reported
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from xent.benchmark import BENCH_DIR, ROOT, interleaved, median, write_result
+from xent.benchmark import ROOT, bench_parser, interleaved, median, write_result
 from xent.flow import FlowMatchingLoss, VelocityMLP, sample
 
 NAME = "flow_coupling"
@@ -224,11 +223,7 @@ def print_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where the JSON and README go")
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny batches and repeats: a smoke test"
-    )
+    parser = bench_parser(__doc__, "tiny batches and repeats: a smoke test")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
     run(args.out, args.quick, args.threads)

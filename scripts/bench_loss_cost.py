@@ -23,7 +23,6 @@ A missed bar is reported (output and `"bar": {"met": false}`), not raised.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from xent.benchmark import BENCH_DIR, ROOT, interleaved, median, write_result
+from xent.benchmark import ROOT, bench_parser, interleaved, median, write_result
 
 NAME = "loss_cost"
 LOSS_CONF = ROOT / "src" / "xent" / "conf" / "loss"
@@ -281,9 +280,7 @@ def print_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where the JSON and README go")
-    parser.add_argument("--quick", action="store_true", help="tiny repeats: a smoke test")
+    parser = bench_parser(__doc__, "tiny repeats: a smoke test")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
     run(args.out, args.quick, args.threads)

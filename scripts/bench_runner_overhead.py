@@ -30,7 +30,6 @@ Bar: xent >= 0.95x the hand loop's images/s. A missed bar is reported, not raise
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import tempfile
@@ -45,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from xent.benchmark import BENCH_DIR, interleaved, median, write_result
+from xent.benchmark import bench_parser, interleaved, median, write_result
 
 NAME = "runner_overhead"
 BAR = 0.95
@@ -205,9 +204,7 @@ def measure(batch: int, warmup_steps: int, steps: int, repeats: int, warmup: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where the JSON/README go")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test")
+    parser = bench_parser(__doc__, "tiny sizes, a smoke test")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repetition")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")

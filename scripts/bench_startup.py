@@ -34,7 +34,6 @@ import time and a cProfile of the slow ones under `diagnosis`), not raised.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pstats
@@ -47,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xent.benchmark import BENCH_DIR, interleaved, median, write_result
+from xent.benchmark import bench_parser, interleaved, median, write_result
 
 NAME = "startup"
 BAR = 1.5
@@ -322,9 +321,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where the JSON and README go")
-    parser.add_argument("--quick", action="store_true", help="one repetition, no warm-up")
+    parser = bench_parser(__doc__, "one repetition, no warm-up")
     parser.add_argument("--repeats", type=int, default=None, help="override the repetitions")
     args = parser.parse_args(argv)
     run(args.out, args.quick, args.repeats)

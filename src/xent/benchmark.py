@@ -8,6 +8,7 @@ medians measured together, never against a number from another run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -19,6 +20,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "benchmarks"
+
+
+def bench_parser(doc: str | None, quick: str = "tiny sizes and repeats: a smoke test"):
+    """The options every benchmark script shares: --out (default benchmarks/) and --quick."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where the JSON and README go")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
 
 
 def interleaved(

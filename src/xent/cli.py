@@ -24,8 +24,14 @@ EXIT_RUN_FAILED = 1
 class RunFailed(Exception):
     """A run that started and then failed; its run dir holds metrics.json and error.log."""
 
-    def __init__(self, run_dir: Path, message: str):
-        super().__init__(f"run failed: {message} (details: {run_dir / 'error.log'})")
+    def __init__(self, run_dir: Path | None, message: str):
+        # A full disk may leave no error.log: then name the run dir, the path that failed.
+        if run_dir is None:
+            super().__init__(f"run failed: {message}")
+            return
+        details = run_dir / "error.log"
+        where = f"details: {details}" if details.is_file() else f"run dir: {run_dir}"
+        super().__init__(f"run failed: {message} ({where})")
 
 
 # Failures of the jobs of this process, reported by main() after Hydra returns: a job that
@@ -33,6 +39,8 @@ class RunFailed(Exception):
 _job_failures: list[Exception] = []
 # HYDRA_FULL_ERROR=1 as the user set it: re-raise instead of reporting one line.
 _show_tracebacks = False
+# The run dir of a single run, once the preflight passed: named when Hydra cannot write it.
+_run_dir: Path | None = None
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)
@@ -69,12 +77,13 @@ def _is_plain_run(argv: list[str]) -> bool:
 
 def preflight_single_run(overrides: list[str]) -> None:
     """Compose, check every part, and set an earlier run aside, before Hydra writes anything."""
+    global _run_dir
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
     from xent.preflight import build_parts, check_override_types
-    from xent.rundir import archive_previous_run
+    from xent.rundir import archive_previous_run, check_run_dir_writable
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
@@ -91,6 +100,8 @@ def preflight_single_run(overrides: list[str]) -> None:
             cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
         build_parts(cfg)
+    check_run_dir_writable(run_dir)
+    _run_dir = run_dir
     if not cfg.resume and not cfg.get("ckpt_path") and run_dir.is_dir():
         moved = archive_previous_run(run_dir)
         if moved:
@@ -128,6 +139,24 @@ def check_launcher(argv: list[str]) -> None:
         )
 
 
+def check_group_values(argv: list[str]) -> None:
+    """`teacher=null` picks no option of a group: Hydra rejects it with a ValueError that names
+    neither the group nor what would do; say both. (`~teacher` is how a group is dropped.)"""
+    from xent.errors import ConfigError
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if arg.startswith("-") or key.startswith("~") or value != "null":
+            continue
+        group = key.lstrip("+")
+        options = sorted(p.stem for p in (Path(__file__).parent / "conf" / group).glob("*.yaml"))
+        if options:
+            raise ConfigError(
+                f"{group}=null: {group} is a config group; pick an option "
+                f"({', '.join(options)}) or drop it with ~{group}"
+            )
+
+
 def route_optuna_logs(argv: list[str]) -> None:
     """Optuna logs to stderr through a handler of its own, in colour; its lines would break the
     rule that stderr holds only the one-line errors. Send them through Hydra's logging instead
@@ -157,8 +186,8 @@ def one_line(err: BaseException) -> str:
     from hydra.errors import MissingConfigException
 
     if isinstance(err, MissingConfigException) and err.options is not None:
-        group = (err.missing_cfg_file or "").split("/")[0]
-        bad = (err.missing_cfg_file or "").split("/", 1)[-1]
+        # hydra/launcher/nope: the group is all but the last part
+        group, _, bad = (err.missing_cfg_file or "").rpartition("/")
         valid = ", ".join(sorted(err.options)) or f"none found for group '{group}'"
         return f"{group}={bad} is not an option; valid: {valid}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -178,6 +207,7 @@ def main() -> None:
     argv = sys.argv[1:]
     try:
         check_launcher(argv)
+        check_group_values(argv)
         route_optuna_logs(argv)
         if HELP_FLAGS & set(argv):
             share_group_listing_repository()
@@ -190,6 +220,11 @@ def main() -> None:
         if user_wants_traceback:
             raise
         _job_failures.append(err)
+    except OSError as err:
+        # Hydra's own writes (the run dir, .hydra/, its log) failing: a full or unwritable disk.
+        if user_wants_traceback:
+            raise
+        _job_failures.append(RunFailed(_run_dir, f"{type(err).__name__}: {err}"))
     except Exception:
         # A sweeper that gives up because its jobs failed (Optuna with no completed trial):
         # the jobs' own one-line reasons below say why; anything else is a bug, shown whole.

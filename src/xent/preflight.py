@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xent.errors import ConfigError, XentError
-from xent.teacher import adapts_source_model, check_teacher, needs_teacher
+from xent.teacher import adapts_source_model, check_teacher, missing_node, needs_teacher
 
 EVAL_CKPT_CHOICES = ("last", "best")
 # "loss.q=2 must be ...": a message that already names its config key needs no type prefix.
@@ -65,13 +66,31 @@ def call_checked(cfg: DictConfig, group: str, fn: Any, **kwargs: Any) -> Any:
 
 
 def root_message(err: BaseException) -> str:
-    """The innermost cause's message, on one line: what actually went wrong."""
+    """The innermost cause's message, on one line: what actually went wrong.
+
+    A full disk wins wherever it is in the chain: torch's zip writer, for one, reports it as
+    "unexpected pos" while handling the OSError that says so.
+    """
+    full = _disk_full(err)
+    if full is not None:
+        return f"{type(full).__name__}: {' '.join(str(full).split())}"
     while err.__cause__ is not None:
         err = err.__cause__
     text = " ".join(str(err).split())
     if isinstance(err, XentError) or _NAMES_ITS_KEY.match(text):
         return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _disk_full(err: BaseException | None) -> OSError | None:
+    """The "No space left on device" (or quota) error behind `err`, if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -131,7 +150,20 @@ def _kind_name(default: Any) -> str:
 
 
 def _input_shape(cfg: DictConfig) -> tuple[int, ...]:
-    return tuple(int(d) for d in cfg.data.input_shape)
+    """data.input_shape, checked: every probe below feeds zeros of this shape."""
+    shape = OmegaConf.select(cfg, "data.input_shape", default=None)
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        shown = OmegaConf.to_container(shape) if OmegaConf.is_list(shape) else shape
+        shown = "null" if shown is None else shown
+        raise ConfigError(
+            f"data.input_shape={shown}: expected the shape of one input, a list of positive "
+            f"integers (e.g. [in_channels, image_size, image_size])"
+        )
+    return dims
 
 
 def _zeros_forward(net: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
@@ -357,6 +389,8 @@ def check_optimized_metric(cfg: DictConfig) -> None:
 def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
     """Instantiate data, model, loss, optimizer and schedule, checking each as it is built
     (and, with `load_teacher`, that the distillation teacher loads)."""
+    from hydra.utils import get_class
+
     check_values(cfg)
     check_optimized_metric(cfg)
     datamodule = instantiate_group(cfg, "data")
@@ -373,6 +407,8 @@ def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
         check_teacher(cfg)
     if adapts_source_model(cfg):
         check_adaptation(cfg, net, load_source=load_teacher)
+    elif cfg.get("source") is None and not getattr(get_class(cfg.task._target_), "fits", True):
+        raise missing_node("source")  # `~source`: the run would adapt an untrained net
     optimizer = instantiate_group(cfg, "optim")
     scheduler = instantiate_group(cfg, "sched")
     # Call the partials once against the real parameters so torch's own checks (lr, momentum,

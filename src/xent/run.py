@@ -11,9 +11,11 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from xent.checkpoint_io import AtomicCheckpointIO
 from xent.console import print_config, print_results
+from xent.guards import stop_on_sigterm
 from xent.preflight import build_parts, root_message
 from xent.rundir import finished_run, resume_checkpoint, write_metrics
 from xent.tasks.tta import setup_cache_file
@@ -47,6 +49,8 @@ def _quiet_library_noise() -> None:
     # On a SLURM login node Lightning suggests `srun` for every run; xent's SLURM path is
     # hydra/launcher=slurm, whose jobs SLURM starts itself (Lightning then detects SLURM).
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
+    # resume=true continues in a run dir whose checkpoints/ holds last.ckpt: that is the point.
+    warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
 
 
 def _instantiate_all(node: DictConfig | None) -> list[Any]:
@@ -54,6 +58,23 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
     if not node:
         return []
     return [instantiate(entry) for entry in node.values() if entry and "_target_" in entry]
+
+
+def _plugins(trainer_cfg: DictConfig) -> list[Any]:
+    """The config's Trainer plugins plus AtomicCheckpointIO (atomic saves, weights-only loads),
+    unless the config brings a CheckpointIO of its own."""
+    from lightning.fabric.plugins import CheckpointIO
+
+    given = trainer_cfg.get("plugins")
+    if given is None:
+        plugins = []
+    elif isinstance(given, ListConfig):
+        plugins = list(instantiate(given))
+    else:
+        plugins = [instantiate(given) if isinstance(given, DictConfig) else given]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
 
 
 def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -100,7 +121,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     rank_zero = rank_zero_only.rank == 0
+    restore_sigterm = None
     try:
+        restore_sigterm = stop_on_sigterm()  # SIGTERM raises guards.Terminated, recorded below
         if rank_zero:
             _save_resolved_config(cfg, run_dir)
             print_config(cfg)
@@ -131,6 +154,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             cfg.trainer,
             callbacks=_instantiate_all(cfg.get("callbacks")),
             logger=loggers or False,
+            plugins=_plugins(cfg.trainer),
             **getattr(task, "trainer_overrides", {}),
         )
         if getattr(task, "fits", True):
@@ -161,6 +185,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             (run_dir / "error.log").write_text(traceback.format_exc())
         raise
     finally:
+        if restore_sigterm is not None:
+            restore_sigterm()  # from here a SIGTERM ends the process; metrics.json is atomic
         metrics.setdefault("train_time_s", time.perf_counter() - started)
         if trainer is not None:
             metrics["epochs"] = trainer.current_epoch

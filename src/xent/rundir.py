@@ -22,12 +22,16 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     clean = {k: _plain(v) for k, v in metrics.items()}
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".metrics.", suffix=".json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(clean, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)
     target = run_dir / METRICS_FILE
-    os.replace(tmp, target)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(clean, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:  # a full disk, a signal: the earlier metrics.json stays, no debris
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -43,6 +47,24 @@ def _plain(value: Any) -> Any:
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / METRICS_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def check_run_dir_writable(run_dir: Path) -> None:
+    """The run dir (or the folder it will be made in) must take files: checked before an
+    earlier run is set aside, so a path under a file or on a read-only disk fails in one line
+    and leaves everything as it was. (os.access, not a test write: nothing is written.)"""
+    from xent.errors import ConfigError
+
+    existing = Path(run_dir)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    what = f"hydra.run.dir={run_dir}"
+    if not existing.is_dir():
+        raise ConfigError(f"{what}: cannot make it, {existing} is a file, not a directory")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise ConfigError(f"{what}: {existing} is on a read-only file system")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: {existing} is not writable (permission denied)")
 
 
 def archive_previous_run(run_dir: Path) -> Path | None:

@@ -87,9 +87,28 @@ def cache_dir(cfg: DictConfig, key: str = "teacher") -> Path:
     return Path(cfg.paths.teachers) / name
 
 
+def missing_node(key: str) -> ConfigError:
+    """The error for a run that needs a `key` node (teacher, source) and has none (`~teacher`)."""
+    conf = Path(__file__).parent / "conf" / key
+    options = ", ".join(sorted(p.stem for p in conf.glob("*.yaml")))
+    need = "the loss needs its logits" if key == "teacher" else "task=tta adapts it"
+    return ConfigError(
+        f"no {_noun(key)}: the config has no {key} node, but {need}; select one with "
+        f"{key}=<option> (valid: {options})"
+    )
+
+
 def teacher_source(cfg: DictConfig, key: str = "teacher") -> tuple[Path | None, bool]:
     """(weights file, must train first); fails in one line when no model is reachable."""
-    node = cfg[key]
+    node = cfg.get(key)
+    if node is None:
+        raise missing_node(key)
+    model = node.get("model")
+    if not isinstance(model, DictConfig) or "_target_" not in model:
+        raise ConfigError(
+            f"{key}.model={'null' if model is None else model}: expected a model config with a "
+            f"_target_ (pick one with {key}=<option>)"
+        )
     if node.ckpt:
         path = Path(str(node.ckpt)).expanduser()
         if not path.is_file():
@@ -269,8 +288,8 @@ def train_teacher(cfg: DictConfig, entry: Path, key: str = "teacher") -> dict[st
     log.info("training %s model %s into the cache: %s", key, _model_name(cfg, key), entry)
     metrics = run(teacher_run_config(cfg, entry, key))
     weights = read_state_dict(entry / "checkpoints" / "last.ckpt", key)
-    tmp = entry / (WEIGHTS_FILE + ".tmp")
-    torch.save(weights, tmp)
-    tmp.replace(entry / WEIGHTS_FILE)
+    from xent.checkpoint_io import atomic_torch_save  # temp file, fsync, rename
+
+    atomic_torch_save(weights, entry / WEIGHTS_FILE)
     log.info("%s model cached: test/acc=%.4f", key, metrics.get("test/acc", float("nan")))
     return metrics

@@ -11,6 +11,9 @@ from xent.data.base import InMemoryImageDataModule, Split
 from xent.data.split import stratified_split
 from xent.errors import DataNotFoundError
 
+# (path, size, mtime) of CIFAR files whose md5 matched: the preflight and the job share them.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
 
 class CIFARDataModule(InMemoryImageDataModule):
     """CIFAR-10/100 from `root` (torchvision's on-disk layout), downloaded when allowed.
@@ -55,6 +58,7 @@ class CIFARDataModule(InMemoryImageDataModule):
         """Download when files are missing and allowed; else one line saying where they go."""
         missing = [p.name for p in self.expected_files() if not p.exists()]
         if not missing:
+            self.check_files()
             return
         hint = (
             f"{self.name}: {', '.join(missing)} not found under {self.folder}. "
@@ -68,6 +72,26 @@ class CIFARDataModule(InMemoryImageDataModule):
             raise DataNotFoundError(
                 f"{hint}; download failed ({type(err).__name__}: {err})."
             ) from err
+
+    def check_files(self) -> None:
+        """Every file against torchvision's md5: a truncated or foreign file fails here, before
+        a run dir is written, naming the file (torchvision's own check names none, at decode).
+        A file verified once (same size and mtime) is not read again in this process."""
+        import torchvision.datasets.cifar as tv_cifar  # looked up at call time: tests patch it
+
+        cls = self.dataset_cls
+        for name, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]:
+            path = self.folder / name
+            stat = path.stat()
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            if key in _VERIFIED:
+                continue
+            if not tv_cifar.check_integrity(str(path), md5):
+                raise DataNotFoundError(
+                    f"{self.name}: {path} failed torchvision's checksum (truncated, or not the "
+                    f"original file); delete it and re-run with data.download=true"
+                )
+            _VERIFIED.add(key)
 
     def load_splits(self) -> dict[str, Split]:
         self.prepare_data()

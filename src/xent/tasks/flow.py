@@ -31,6 +31,7 @@ from xent.errors import ConfigError
 from xent.flow import integrate, normalized_path_energy, wasserstein2
 from xent.flow.fid import frechet_inception_distance
 from xent.flow.ode import METHODS
+from xent.guards import check_finite_loss
 from xent.tasks.base import Task
 
 log = logging.getLogger("xent")
@@ -40,6 +41,9 @@ TRAJECTORIES_PNG = "trajectories.png"
 # Seeds of the fixed source noise of held-out image batches (batch i uses seed + i).
 SPLIT_NOISE_SEEDS = {"val": 10_000, "test": 20_000}
 METHOD_NAMES = {"ICFMLoss": "I-CFM", "OTCFMLoss": "OT-CFM", "WCFMLoss": "W-CFM"}
+FLOW_DIVERGED_HINT = (
+    "training diverged: flow matching wants optim=adamw sched=none (Tong et al.) or a lower lr"
+)
 
 
 class FlowTask(Task):
@@ -140,12 +144,9 @@ class FlowTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x0, x1 = self._pair(batch)
         loss = self.loss(self.net, x0, x1)
-        if not torch.isfinite(loss):
-            # Sampling a diverged net fails deep inside the ODE solver; say it here instead.
-            raise FloatingPointError(
-                f"train/loss is {float(loss.detach())} at step {self.global_step}: training "
-                "diverged; flow matching wants optim=adamw sched=none (Tong et al.) or a lower lr"
-            )
+        # Sampling a diverged net fails deep inside the ODE solver; say it here instead, as the
+        # NonFiniteLoss callback would (checked here too, in case that callback is removed).
+        check_finite_loss(self.trainer, loss, FLOW_DIVERGED_HINT)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x0))
         return loss
 

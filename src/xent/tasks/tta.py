@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xent.checkpoint_io import atomic_torch_save
 from xent.data.corrupted import continual_schedule, domain_names, gradual_schedule
 from xent.errors import ConfigError
 from xent.models.base import Classifier
@@ -246,9 +247,7 @@ class TTATask(Task):
             state["source_batches"] = counted.count
             generator = getattr(self.method, "_generator", None)
             state["rng"] = generator.get_state() if generator is not None else None
-            tmp = self.setup_cache.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(self.setup_cache)
+            atomic_torch_save(state, self.setup_cache)
             return f"setup done and cached: {self.setup_cache}"
 
     # -- the stream -----------------------------------------------------------------------------
@@ -309,4 +308,4 @@ class TTATask(Task):
         if self.save_adapted:
             ckpt = self.output_dir / "checkpoints"
             ckpt.mkdir(exist_ok=True)
-            torch.save(self.method.state_dict(), ckpt / "adapted.pt")
+            atomic_torch_save(self.method.state_dict(), ckpt / "adapted.pt")
