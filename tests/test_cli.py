@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -80,37 +78,9 @@ def test_same_seed_same_metrics_and_earlier_run_is_kept(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     archived = list((run_dir / "archive").glob("*/metrics.json"))
     assert len(archived) == 1 and json.loads(archived[0].read_text()) == first_metrics
-    assert "moved it to" in second.stderr
+    assert "moved it to" in second.stdout
     for key in ("test/acc", "test/nll", "test/ece", "best/val_acc"):
         assert metrics(run_dir)[key] == first_metrics[key], key
-
-
-@pytest.mark.slow
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    args = ("seed=1", "trainer.max_epochs=8", "data.batch_size=16")
-    straight = tmp_path / "straight"
-    assert xent_run(*args, f"hydra.run.dir={straight}", cwd=tmp_path).returncode == 0
-
-    killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "xent.cli", *args, f"hydra.run.dir={killed}"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
-    epoch_at_kill = torch.load(last, weights_only=True, map_location="cpu")["epoch"]
-    assert epoch_at_kill < 7
-
-    resumed = xent_run(*args, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from" in resumed.stdout + resumed.stderr
-    a, b = metrics(straight), metrics(killed)
-    for key in ("test/acc", "test/nll", "test/ece", "best/val_acc", "epochs"):
-        assert a[key] == b[key], key
 
 
 @pytest.mark.slow

@@ -179,12 +179,6 @@ BAD = {
         ["loss=wcfm", "data.source=ring"],
         "data.source='ring' is not a distribution; valid: 8gaussians, gaussian, moons, scurve",
     ),
-    "eps <= 0": (["loss=wcfm", "loss.eps=0"], "loss.eps=0 must be > 0"),
-    "flow loss on a classification table": (
-        ["loss=cfm", "data=breast_cancer"],
-        "data=breast_cancer has class labels but task=flow trains on source/target point clouds "
-        "or images: use data=toy2d, or images: data=digits, cifar10",
-    ),
     "2D velocity net on images": (
         ["loss=cfm", "data=digits"],
         "model=velocity_mlp takes 2D points, but data=digits has images of shape 1x8x8: "
@@ -195,10 +189,7 @@ BAD = {
         "model=velocity_unet takes images, but data=toy2d has points of shape [2]: "
         "use model=velocity_mlp",
     ),
-    "classification loss on task=flow": (
-        ["loss=ce", "task=flow", "data=toy2d", "model=velocity_mlp"],
-        "loss=ce trains on class labels but task=flow needs a flow-matching loss",
-    ),
+    # eps <= 0, a flow loss on class data and a class loss on task=flow: tests/test_bad_input.py
 }
 
 

@@ -82,11 +82,14 @@ def preflight_single_run(overrides: list[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    from xent.preflight import build_parts, check_override_types
     from xent.rundir import archive_previous_run, check_run_dir_writable
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+        # torch loads with xent.preflight: a misspelt option fails in Hydra's compose above,
+        # before it, in a fraction of a second
+        from xent.preflight import build_parts, check_override_types
+
         value_overrides = [o for o in overrides if _is_value_override(o)]
         group_overrides = [o for o in overrides if o not in value_overrides]
         defaults = compose(CONFIG_NAME, overrides=group_overrides, return_hydra_config=True)
@@ -105,7 +108,8 @@ def preflight_single_run(overrides: list[str]) -> None:
     if not cfg.resume and not cfg.get("ckpt_path") and run_dir.is_dir():
         moved = archive_previous_run(run_dir)
         if moved:
-            print(f"xent-run: {run_dir} held an earlier run; moved it to {moved}", file=sys.stderr)
+            # stdout: a notice, not an error (stderr carries only the one-line errors)
+            print(f"xent-run: {run_dir} held an earlier run; moved it to {moved}")
 
 
 def check_ddp_in_sweep(cfg: DictConfig) -> None:
