@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -118,40 +115,7 @@ def test_teacher_stays_frozen_and_outside_the_checkpoint(tmp_path, teacher_run):
     assert task.teacher is teacher and isinstance(task, DistillTask)
 
 
-@pytest.mark.slow
-def test_concurrent_jobs_train_the_same_teacher_once(tmp_path):
-    """Two students started together, one teacher missing: one trains it, both use it."""
-    teachers = tmp_path / "teachers"
-    cmd = [
-        sys.executable,
-        "-m",
-        "xent.cli",
-        "loss=kd",
-        f"paths.teachers={teachers}",
-        *FAST,
-    ]
-    procs = [
-        subprocess.Popen(
-            [*cmd, f"seed={seed}", f"hydra.run.dir={tmp_path / f'student{seed}'}"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in (0, 1)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), outputs
-    trained = [out for out, _ in outputs if "training teacher" in out]
-    assert len(trained) == 1
-    entries = [p for p in teachers.iterdir() if p.is_dir()]
-    assert len(entries) == 1 and (entries[0] / "teacher.pt").is_file()
-    results = [json.loads((tmp_path / f"student{s}" / "metrics.json").read_text()) for s in (0, 1)]
-    assert results[0]["teacher"] == results[1]["teacher"] == str(entries[0] / "teacher.pt")
-    assert results[0]["teacher/test_acc"] == results[1]["teacher/test_acc"]
-    # a later run finds it in the cache and trains nothing
-    again = xent_run(*cmd[3:], f"hydra.run.dir={tmp_path / 'student2'}", cwd=tmp_path)
-    assert again.returncode == 0 and "training teacher" not in again.stdout
+# Concurrent jobs sharing one teacher cache: tests/test_reliability.py (4 processes).
 
 
 class _RunsCode:
