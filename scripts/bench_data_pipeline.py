@@ -15,9 +15,10 @@ images held in memory:
   `PIL.Image.fromarray`, then `Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(),
   ToTensor(), Normalize(mean, std)])`, collated by `DataLoader(batch_size=128, shuffle=True)`.
 
-Both loaders get the same `num_workers` W (each W in `--workers` is measured); with W > 0 both
-keep their workers across passes (`persistent_workers=True`, which `epoch_loader` always sets),
-so worker start-up is paid once, in the untimed warm-up pass, by each.
+Both loaders get the same `num_workers` W (each W in `--workers` is measured). For torchvision W
+is worker processes, kept across passes (`persistent_workers=True`), so their start-up is paid
+once, in the untimed warm-up pass. For xent W is background threads building batches ahead
+(`PrefetchLoader`); they start with each pass, inside the timed region.
 
 Timed region: one full pass over the training set (a new epoch: new order, new augmentation),
 consuming every batch and nothing else; passes of the two are interleaved, figures are medians.
@@ -26,11 +27,11 @@ Building the loaders and the untimed warm-up pass are left out.
 Bar: xent >= 5x the per-sample path's images/s, at every W measured. A missed bar is reported,
 not raised.
 
-With W > 0 every batch crosses from a worker to the main process through shared memory (a new
-segment, a copy and a file-descriptor hand-over per tensor): for a 1.5 MB float batch that costs
-more CPU than gathering, augmenting and normalising it in place, so xent's loader is faster at
-W = 0 (the default of every data config) than at W = 2; the per-sample path pays the same
-transfer but amortises it over ~15 ms of PIL work per batch.
+Why threads for xent (before: worker processes, 2.6x at W = 2): from a worker process every
+batch crosses to the main process through shared memory (a new segment, a copy and a
+file-descriptor hand-over per tensor); for a 1.5 MB float batch that cost more CPU than gathering,
+augmenting and normalising it in place, all in torch ops that release the GIL. The per-sample
+path pays the same transfer but amortises it over ~15 ms of PIL work per batch.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def measure(n: int, workers: Iterable[int], repeats: int, warmup: int) -> dict[s
             "images_per_s_per_repeat": per_rep,
             "ratio": ips["xent"] / ips["torchvision"],
         }
-        del candidates  # shuts the persistent workers down before the next W starts its own
+        del candidates  # shuts torchvision's persistent workers down before the next W
     worst = min(entry["ratio"] for entry in per_w.values())
     return {
         "settings": {
@@ -144,7 +145,7 @@ def measure(n: int, workers: Iterable[int], repeats: int, warmup: int) -> dict[s
             "shape": [3, 32, 32],
             "batch_size": BATCH,
             "augmentation": f"RandomCrop(32, padding={PADDING}) + RandomHorizontalFlip + Normalize",
-            "persistent_workers": "true where num_workers > 0 (both)",
+            "workers": "torchvision: persistent processes; xent: threads (PrefetchLoader)",
             "torch_threads": torch.get_num_threads(),
             "repeats": repeats,
         },

@@ -19,13 +19,14 @@ def test_interleaved_rotates_the_order_and_times_every_repetition():
 def test_write_result_keeps_one_line_per_benchmark_and_the_notes(tmp_path):
     write_result("zeta", {"ratio": 1.0}, "first", out_dir=tmp_path)
     readme = tmp_path / "README.md"
-    readme.write_text(readme.read_text() + "\n## Notes\nbefore/after of a fix\n")
+    notes = ["", "## Notes", "", "- `--help`: before/after of a fix"]  # a bullet, not an entry
+    readme.write_text(readme.read_text() + "\n".join(notes) + "\n")
     write_result("alpha", {"ratio": 2.0}, "a", out_dir=tmp_path)
     path = write_result("zeta", {"ratio": 3.0}, "second", out_dir=tmp_path)
     data = json.loads(path.read_text())
     assert data["benchmark"] == "zeta" and data["ratio"] == 3.0 and data["machine"]["cores"]
     lines = readme.read_text().splitlines()
     entries = [line for line in lines if line.startswith("- `")]
-    assert [e.split(":")[0] for e in entries] == ["- `alpha`", "- `zeta`"]
+    assert [e.split(":")[0] for e in entries] == ["- `alpha`", "- `zeta`", "- `--help`"]
     assert entries[1].startswith("- `zeta`: second (")
-    assert lines[-2:] == ["## Notes", "before/after of a fix"]
+    assert lines[-len(notes) :] == notes

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pickle
+import threading
 
 import pytest
 import torch
 
 from tests.conftest import write_cifar
 from xent.data.augment import random_crop_flip
-from xent.data.base import EpochBatchSampler
+from xent.data.base import EpochBatchSampler, PrefetchLoader
 from xent.data.cifar import CIFARDataModule
 from xent.data.digits import DigitsDataModule
 from xent.data.noise import symmetric_label_noise
@@ -95,6 +96,27 @@ def test_sampler_depends_only_on_seed_and_epoch():
     assert not torch.equal(a[0][0], batches(0, 4)[0][0])
     assert not torch.equal(a[0][0], batches(1, 3)[0][0])
     assert sorted(torch.cat([i for i, _ in a]).tolist()) == list(range(100))
+
+
+def test_prefetch_threads_give_the_single_process_batches_in_order():
+    def epoch(loader, n):
+        loader.sampler.set_epoch(n)
+        return list(loader)
+
+    serial = digits(num_workers=0, crop_padding=2, hflip=True)
+    threaded = digits(num_workers=2, crop_padding=2, hflip=True)
+    loader = threaded.train_dataloader()
+    assert isinstance(loader, PrefetchLoader) and loader.threads == 2
+    for n in (0, 1):
+        a, b = epoch(serial.train_dataloader(), n), epoch(loader, n)
+        assert len(a) == len(b) == len(loader) > 2
+        for (xa, ya, ia), (xb, yb, ib) in zip(a, b, strict=True):
+            assert torch.equal(ia, ib) and torch.equal(ya, yb) and torch.equal(xa, xb)
+    # Leaving an epoch early shuts its threads down (none left behind).
+    for i, _ in enumerate(loader):
+        if i == 1:
+            break
+    assert not [t for t in threading.enumerate() if t.name.startswith("xent-batches")]
 
 
 def test_crop_flip_matches_torchvision_semantics():

@@ -115,12 +115,13 @@ from the run whose JSON sits beside this file; the machine is named on the line.
 
 
 def _set_readme_line(readme: Path, name: str, line: str) -> None:
-    text = readme.read_text() if readme.exists() else README_HEADER
-    lines = text.splitlines()
+    """Replace `name`'s line in the first block of entry lines ("- `<name>`: ...", kept sorted);
+    later sections (notes that also start with a code span) are left where they are."""
+    lines = (readme.read_text() if readme.exists() else README_HEADER).splitlines()
+    start = next((i for i, e in enumerate(lines) if e.startswith("- `")), len(lines))
+    end = start
+    while end < len(lines) and lines[end].startswith("- `"):
+        end += 1
     prefix = f"- `{name}`:"
-    kept = [existing for existing in lines if not existing.startswith(prefix)]
-    first_entry = next((i for i, e in enumerate(kept) if e.startswith("- `")), len(kept))
-    entries = sorted([e for e in kept if e.startswith("- `")] + [line])
-    body = [e for e in kept[:first_entry] if not e.startswith("- `")]
-    trailer = [e for e in kept[first_entry:] if not e.startswith("- `")]
-    readme.write_text("\n".join(body + entries + trailer) + "\n")
+    entries = sorted([e for e in lines[start:end] if not e.startswith(prefix)] + [line])
+    readme.write_text("\n".join(lines[:start] + entries + lines[end:]) + "\n")
