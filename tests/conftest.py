@@ -114,17 +114,18 @@ def xent_run(*overrides: str, cwd: Path, env: dict | None = None, timeout: int =
 
 
 def run_bad_commands(root: Path, bad: dict[str, tuple[list[str], str]]) -> dict[str, tuple]:
-    """Run every bad command of `bad` (name -> (overrides, expected message)) through the CLI,
-    two at a time (each is a ~5 s interpreter start): name -> (process, its would-be run dir)."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Run every bad command of `bad` (name -> (overrides, expected message)) through the CLI
+    (`tests.cli_batch`: a process each, the libraries imported once): name -> (process, its
+    would-be run dir)."""
+    from tests.cli_batch import Command, run_commands
 
-    def attempt(item):
-        name, (overrides, _) = item
-        run_dir = root / f"run{list(bad).index(name)}"
-        return name, (xent_run(*overrides, f"hydra.run.dir={run_dir}", cwd=root), run_dir)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(attempt, bad.items()))
+    run_dirs = {name: root / f"run{i}" for i, name in enumerate(bad)}
+    commands = [
+        Command([*overrides, f"hydra.run.dir={run_dirs[name]}"], cwd=root)
+        for name, (overrides, _) in bad.items()
+    ]
+    procs = run_commands(commands)
+    return {name: (proc, run_dirs[name]) for name, proc in zip(bad, procs, strict=True)}
 
 
 def assert_one_line_error(proc, run_dir: Path, message: str) -> None:

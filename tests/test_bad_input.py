@@ -16,8 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.cli_batch import CLI_ENTRY, Command, run_commands
 from tests.conftest import REPO, write_cifar, xent_run
 
 CONF = REPO / "src" / "xent" / "conf"
@@ -320,12 +319,12 @@ CASES.update(
     }
 )
 
-# Runs the CLI like `python -m xent.cli`, with torchvision's CIFAR md5 list replaced by the
+# Runs the CLI as `python -m xent.cli` does, with torchvision's CIFAR md5 list replaced by the
 # checksums of the tiny files a case wrote (JSON at $XENT_TEST_CIFAR_MD5): then those files
 # are "the originals", and only the one a case truncated fails the check, as a truncated
 # download would.
 _WITH_TEST_CHECKSUMS = """
-import json, os, runpy
+import json, os
 import torchvision.datasets as tvd
 sums = json.loads(open(os.environ["XENT_TEST_CIFAR_MD5"]).read())
 for name, files in sums.items():
@@ -333,7 +332,6 @@ for name, files in sums.items():
     cls.train_list = [[f, files[f]] for f, _ in cls.train_list]
     cls.test_list = [[f, files[f]] for f, _ in cls.test_list]
     cls.meta = {**cls.meta, "md5": files[cls.meta["filename"]]}
-runpy.run_module("xent.cli", run_name="__main__", alter_sys=True)
 """
 
 
@@ -425,15 +423,12 @@ def prepare_data(root: Path) -> None:
     (root / "blocked" / "afile").write_text("a file, not a folder\n")
 
 
-def run_case(root: Path, case: Case, run_dir: Path):
-    """The CLI in a subprocess, as `xent_run` runs it (plus a case's environment)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    env.update({k: v.replace(ROOT, str(root)) for k, v in case.env})
+def case_command(root: Path, case: Case, run_dir: Path) -> Command:
+    """The case as a CLI command, as `xent_run` runs it (plus the case's environment)."""
+    env = {k: v.replace(ROOT, str(root)) for k, v in case.env}
     overrides = [o.replace(ROOT, str(root)) for o in case.overrides]
-    entry = ["-c", _WITH_TEST_CHECKSUMS] if "XENT_TEST_CIFAR_MD5" in env else ["-m", "xent.cli"]
-    cmd = [sys.executable, *entry, *overrides, f"hydra.run.dir={run_dir}"]
-    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    entry = (_WITH_TEST_CHECKSUMS if "XENT_TEST_CIFAR_MD5" in env else "") + CLI_ENTRY
+    return Command([*overrides, f"hydra.run.dir={run_dir}"], cwd=root, env=env, entry=entry)
 
 
 def selected_cases(request: pytest.FixtureRequest) -> list[str]:
@@ -447,8 +442,9 @@ def selected_cases(request: pytest.FixtureRequest) -> list[str]:
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory, request):
-    """Every case run once, two at a time: (root, name -> (process, run dir, earlier files,
-    why it is skipped), the hashes of the folder with a file in the way before and after)."""
+    """Every case run once (`tests.cli_batch`: a process each, two at a time): (root,
+    name -> (process, run dir, earlier files, why it is skipped), the hashes of the folder with
+    a file in the way before and after)."""
     root = tmp_path_factory.mktemp("bad")
     earlier = root / "earlier"
     proc = xent_run(f"hydra.run.dir={earlier}", "trainer.max_epochs=1", cwd=root)
@@ -467,10 +463,8 @@ def catalogue(tmp_path_factory, request):
     before = {name: snapshot(run_dir) if run_dir.is_dir() else {} for name, run_dir in jobs.items()}
     before_blocked = snapshot(root / "blocked")
     try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            procs = dict(
-                zip(jobs, pool.map(lambda n: run_case(root, CASES[n], jobs[n]), jobs), strict=True)
-            )
+        commands = [case_command(root, CASES[name], run_dir) for name, run_dir in jobs.items()]
+        procs = dict(zip(jobs, run_commands(commands), strict=True))
         results = {
             name: (procs.get(name), jobs.get(name), before.get(name), unavailable.get(case.mount))
             for name, case in CASES.items()

@@ -87,6 +87,7 @@ def test_loss_cost_quick(tmp_path):  # ~3 s: a subprocess that imports torch and
             assert math.isclose(entry["ratio"], entry["ms"] / ce, rel_tol=1e-12), (name, classes)
     bar = data["bar"]
     assert bar["pld_ratio_at_100_classes"] == results["pld"]["100"]["ratio"]
+    assert 0 < bar["pld_sort_only_ratio_at_100_classes"] and "pld_sort_only" not in results
     above = {n for n, v in results.items() if any(e["ratio"] > bar["limit"] for e in v.values())}
     assert set(bar["above_limit"]) == above
     assert bar["met"] == (bar["pld_met"] and not bar["unexplained_above_limit"])

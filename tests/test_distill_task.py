@@ -10,7 +10,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import composed, write_cifar, xent_run
+from tests.cli_batch import Command, run_commands
+from tests.conftest import composed, write_cifar
 from xent.losses import DKDLoss, KDLoss
 from xent.preflight import build_parts
 from xent.run import run
@@ -165,21 +166,26 @@ def _bad_checkpoints(tmp_path: Path, run_dir: Path) -> list[tuple[list[str], str
 @pytest.mark.slow
 def test_bad_teachers_fail_before_training_in_one_line(tmp_path, teacher_run):
     run_dir, _ = teacher_run
-    for overrides, message in _bad_checkpoints(tmp_path, run_dir):
-        target = tmp_path / "student"
-        proc = xent_run(
-            "loss=pld",
-            f"paths.teachers={tmp_path / 'empty-cache'}",
-            f"hydra.run.dir={target}",
-            *overrides,
+    cases = _bad_checkpoints(tmp_path, run_dir)
+    targets = [tmp_path / f"student{i}" for i in range(len(cases))]
+    commands = [
+        Command(
+            ["loss=pld", f"paths.teachers={tmp_path / 'empty-cache'}", f"hydra.run.dir={target}"]
+            + overrides,
             cwd=tmp_path,
         )
+        for (overrides, _), target in zip(cases, targets, strict=True)
+    ]
+    for (overrides, message), target, proc in zip(
+        cases, targets, run_commands(commands), strict=True
+    ):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, (overrides, proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("xent-run: error: "), proc.stderr
         assert re.search(message, lines[0]), lines[0]
         assert "this pickle runs code" not in proc.stdout + proc.stderr
-        assert not target.exists() and not (tmp_path / "empty-cache").exists()
+        assert not target.exists()
+    assert not (tmp_path / "empty-cache").exists()
 
 
 def test_kd_loss_is_exported_for_configs():

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.cli_batch import Command, run_commands
 from tests.conftest import REPO, xent_run
 from xent import guards
 from xent.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
@@ -225,33 +226,27 @@ def test_sigterm_and_sigkill_at_random_points_then_resume_match_an_uninterrupted
     depend on the machine's load. SIGTERM ends the run as failed (one line, metrics.json says
     why); SIGKILL leaves no metrics.json; both leave whole checkpoints."""
     epochs, steps_per_epoch = 4, 40  # digits' 1257 training images at batch 32
-    args = ("seed=1", f"trainer.max_epochs={epochs}", "data.batch_size=32", "logger=none")
-    cli = [sys.executable, "-m", "xent.cli", *args]
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    args = ["seed=1", f"trainer.max_epochs={epochs}", "data.batch_size=32", "logger=none"]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     straight = tmp_path / "straight"
-    uninterrupted = subprocess.Popen(
-        [*cli, f"hydra.run.dir={straight}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL
-    )
     rng = random.Random(KILL_SEED)
+    kills = {}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         step = rng.randint(steps_per_epoch + 1, (epochs - 1) * steps_per_epoch - 1)
-        where = f"{sig.name} after step {step}"
-        run_dir = tmp_path / sig.name
         killer = [
             "+callbacks.kill._target_=tests.helpers_faults.SignalAt",
             f"+callbacks.kill.step={step}",
             f"+callbacks.kill.signal={int(sig)}",
         ]
-        proc = subprocess.run(
-            [*cli, *killer, f"hydra.run.dir={run_dir}"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=300,
-        )
+        kills[sig] = (step, [*args, *killer, f"hydra.run.dir={tmp_path / sig.name}"])
+    # The uninterrupted run and both killed ones side by side, each a process of its own.
+    commands = [Command([*args, f"hydra.run.dir={straight}"], cwd=tmp_path, env=env)]
+    commands += [Command(argv, cwd=tmp_path, env=env) for _, argv in kills.values()]
+    uninterrupted, *killed = run_commands(commands, parallel=3)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+    for (sig, (step, _)), proc in zip(kills.items(), killed, strict=True):
+        where = f"{sig.name} after step {step}"
+        run_dir = tmp_path / sig.name
         stderr = proc.stderr
         last = load_ckpt(run_dir / "checkpoints" / "last.ckpt")  # whole, whatever the moment
         assert last["global_step"] == (step - 1) // steps_per_epoch * steps_per_epoch, where
@@ -268,22 +263,13 @@ def test_sigterm_and_sigkill_at_random_points_then_resume_match_an_uninterrupted
             result = metrics(run_dir)
             assert result["status"] == "failed" and "SIGTERM" in result["error"], where
             assert not _temp_files(run_dir), (where, _temp_files(run_dir))
-    assert uninterrupted.wait(timeout=600) == 0
-    resumed = [
-        subprocess.Popen(
-            [*cli, f"hydra.run.dir={tmp_path / name}", "resume=true"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    resume = [
+        Command([*args, f"hydra.run.dir={tmp_path / name}", "resume=true"], cwd=tmp_path, env=env)
         for name in ("SIGTERM", "SIGKILL")
     ]
-    for proc in resumed:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-2000:]
-        assert "resuming from" in out + err
+    for proc in run_commands(resume):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "resuming from" in proc.stdout + proc.stderr
     expected = metrics(straight)
     for name in ("SIGTERM", "SIGKILL"):
         got = metrics(tmp_path / name)
