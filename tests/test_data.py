@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 
-from tests.conftest import write_cifar
+from tests.conftest import composed, write_cifar
 from xent.data.augment import random_crop_flip
 from xent.data.base import EpochBatchSampler, PrefetchLoader
 from xent.data.cifar import CIFARDataModule
@@ -117,6 +117,20 @@ def test_prefetch_threads_give_the_single_process_batches_in_order():
         if i == 1:
             break
     assert not [t for t in threading.enumerate() if t.name.startswith("xent-batches")]
+
+
+@pytest.mark.slow
+def test_a_run_with_prefetch_threads_matches_one_without(tmp_path):
+    """Lightning drives PrefetchLoader like any DataLoader (set_epoch, len, early stops)."""
+    from xent.run import run
+
+    results = [
+        run(composed(tmp_path / str(w), f"data.num_workers={w}", "trainer.max_epochs=2"))
+        for w in (0, 2)
+    ]
+    keys = ("test/acc", "test/nll", "best/val_acc", "epochs")
+    assert [{k: r[k] for k in keys} for r in results] == [{k: results[0][k] for k in keys}] * 2
+    assert results[0]["status"] == "ok" and results[0]["test/acc"] > 0.8
 
 
 def test_crop_flip_matches_torchvision_semantics():
