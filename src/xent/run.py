@@ -49,6 +49,10 @@ def _quiet_library_noise() -> None:
     # On a SLURM login node Lightning suggests `srun` for every run; xent's SLURM path is
     # hydra/launcher=slurm, whose jobs SLURM starts itself (Lightning then detects SLURM).
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
+    # On a machine with more than 2 cores Lightning suggests worker processes for every loader
+    # with fewer than 2; xent's in-memory loaders build batches in the main process or in
+    # data.num_workers threads (PrefetchLoader), so the hint does not apply (and it is stderr).
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # resume=true continues in a run dir whose checkpoints/ holds last.ckpt: that is the point.
     warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
 
