@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -125,14 +126,12 @@ class PrefetchLoader(DataLoader):
     (indices, batch_seed) item.
     """
 
-    def __init__(self, dataset: Dataset, sampler: Sampler, threads: int, depth: int | None = None):
+    def __init__(self, dataset: Dataset, sampler: Sampler, threads: int):
         super().__init__(dataset, sampler=sampler, batch_size=None)
         self.threads = threads
-        self.depth = depth or 2 * threads
+        self.depth = 2 * threads  # batches in flight: each thread has the next one queued
 
     def __iter__(self) -> Iterator[Any]:
-        from concurrent.futures import ThreadPoolExecutor
-
         items = iter(self.sampler)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="xent-batches") as pool:
             pending = deque(
@@ -141,7 +140,8 @@ class PrefetchLoader(DataLoader):
             try:
                 while pending:
                     batch = pending.popleft().result()
-                    for item in islice(items, 1):
+                    item = next(items, None)
+                    if item is not None:
                         pending.append(pool.submit(self.dataset.__getitem__, item))
                     yield batch
             finally:
