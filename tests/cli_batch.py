@@ -17,7 +17,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Runs in the server: read the jobs, import what every command imports, fork two at a time.
+# Runs in the server: read the jobs, import what every command imports, fork `parallel`
+# (argv[1]) at a time.
 _SERVER = r"""
 import json, os, sys, traceback
 jobs = json.load(sys.stdin)
