@@ -83,7 +83,7 @@ class Command:
 
 
 def base_env() -> dict[str, str]:
-    """The environment `tests.conftest.xent_run` gives a command."""
+    """A command's environment: this one, W&B offline and quiet, Hydra's own error printing."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env.pop("HYDRA_FULL_ERROR", None)
     return env

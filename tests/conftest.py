@@ -105,8 +105,9 @@ def skip_cifar_checksum(monkeypatch):
 
 def xent_run(*overrides: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     """Run the installed CLI in a subprocess, as a user would."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    from tests.cli_batch import base_env
+
+    full_env = {**base_env(), **(env or {})}
     cmd = [sys.executable, "-m", "xent.cli", *overrides]
     return subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
