@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint install clean bench
+.PHONY: run test test-fast lint install clean bench lock
 
-$(STAMP): pyproject.toml
+# The environment is requirements.lock, exactly (pinned versions; `make lock` refreshes it), then
+# xent itself, editable, with no dependency resolution of its own.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +37,10 @@ LINTED := $(wildcard src tests scripts)
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+
+## Re-resolve requirements.lock from pyproject.toml's ranges (what the registry serves today).
+lock:
+	PYTHON=$(PYTHON) scripts/refresh_lock.sh
 
 clean:
 	rm -rf outputs multirun .pytest_cache
