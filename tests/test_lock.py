@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
 from importlib import metadata
 
+import tomllib
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
