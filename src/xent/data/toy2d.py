@@ -1,6 +1,6 @@
 """2D source/target point clouds for flow matching (`data=toy2d`), drawn offline per seed.
 
-The protocol of Tong et al. (design/flow.md §2.2): for each seed, a fixed training set of
+The protocol of Tong et al. (docs/methods/flow.md §2.2): for each seed, a fixed training set of
 10000 source and 10000 target points and held-out val/test sets of 1000 each, from the
 samplers of `xent.flow.distributions`. Every (split, side) has its own generator derived from
 `data_seed`, so the test target of gaussian→8gaussians and moons→8gaussians is the same set,

@@ -228,7 +228,7 @@ class WCFMLoss(FlowMatchingLoss):
     """W-CFM (arXiv 2507.22270): independent pairs, each weighted by w = exp(−c(x0, x1)/ε).
 
     The Gibbs weight turns μ⊗ν into (a tilted) entropic-OT plan without solving OT, at I-CFM's
-    cost. Knobs, with the defaults and why (see design/flow.md §1.2; ⚠ = unverified there):
+    cost. Knobs, with the defaults and why (see docs/methods/flow.md §1.2; ⚠ = unverified there):
 
     - cost="euclidean": c = ||x0 − x1||. The third-party notes and the unofficial code use the
       plain norm, and the paper's ε ∝ √d scaling only fits it (a squared cost at CIFAR scale

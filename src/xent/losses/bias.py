@@ -16,8 +16,9 @@ class BiasLoss(Loss):
     whose features carry little information (low variance) count less.
 
     Choices:
-    - Weight formula `exp(α·v) − β` as in the paper and losses.md. (The official repo's code
-      computes `exp(β·v) − 1 + α`, i.e. [0.3, 0.65] at α = β = 0.3: same shape, lower level.)
+    - Weight formula `exp(α·v) − β` as in the paper (docs/methods/losses.md §8). (The official
+      repo's code computes `exp(β·v) − 1 + α`, i.e. [0.3, 0.65] at α = β = 0.3: same shape,
+      lower level.)
     - norm: "local" (default here) uses the batch min and max, so v ∈ [0, 1] as the paper
       describes. "global" reproduces the repo's default: a running minimum over all training
       batches (a buffer, kept in checkpoints; only training-mode calls lower it) with the

@@ -4,7 +4,7 @@ Every loss is called as `loss(logits, target, teacher_logits)` with student logi
 integer labels (B,) and teacher logits of the student's shape, and returns the batch mean.
 DKD also takes `epoch=` (declared in `requires`). The teacher logits are detached here as well
 as by the task, so no gradient can reach the teacher even if a caller forgets `no_grad`.
-Formulas and defaults: design/distill.md §1 (PLD) and §2.1–2.4.
+Formulas and defaults: docs/methods/distill.md §1 (PLD) and §2.1–2.4.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class _PlackettLuceNLL(torch.autograd.Function):
 
 
 class PLDLoss(DistillLoss):
-    """Plackett-Luce Distillation (Bassam, Zhu, Bian, NeurIPS 2025; distill.md §1).
+    """Plackett-Luce Distillation (Bassam, Zhu, Bian, NeurIPS 2025; docs/methods/distill.md §1).
 
     The student is trained to rank the classes in the teacher-optimal order π* (label first,
     the rest by teacher logit), each selection step k weighted by α_k = softmax(t/τ)_{π*_k}:
@@ -276,7 +276,7 @@ class KDLoss(DistillLoss):
 
 
 class DKDLoss(DistillLoss):
-    """Decoupled KD (Zhao et al., CVPR 2022; mdistiller), distill.md §2.2.
+    """Decoupled KD (Zhao et al., CVPR 2022; mdistiller), docs/methods/distill.md §2.2.
 
     `ce_weight·CE + min(epoch/warmup, 1)·(α·TCKD + β·NCKD)`, with, at temperature τ,
     TCKD = τ²·KL(b^T ‖ b^S) over the binary (label, not label) split b = [p_y, 1 − p_y] and
@@ -362,7 +362,7 @@ class DKDLoss(DistillLoss):
 
 
 class NKDLoss(DistillLoss):
-    """Normalized KD (Yang et al., ICCV 2023; yzd-v/cls_KD), distill.md §2.3.
+    """Normalized KD (Yang et al., ICCV 2023; yzd-v/cls_KD), docs/methods/distill.md §2.3.
 
     `CE − mean(q^T_y · log p^S_y) − γ·τ²·mean Σ_{i≠y} T̂_i log Ŝ_i`: the target term uses
     τ = 1 softmaxes with the teacher's label probability as a (detached) weight; T̂, Ŝ are the
@@ -407,7 +407,8 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = DIST_EPS) -> tor
 
 
 class DISTLoss(DistillLoss):
-    """DIST (Huang et al., NeurIPS 2022), distill.md §2.4: match correlations, not values.
+    """DIST (Huang et al., NeurIPS 2022; docs/methods/distill.md §2.4): match correlations,
+    not values.
 
     `α·CE + β·τ²·inter + γ·τ²·intra`, with y = softmax(·/τ), inter = 1 − mean over samples of
     the Pearson correlation of y^S and y^T (each row), intra the same over classes (each column

@@ -1,4 +1,4 @@
-"""Two different losses called "z-loss" (losses.md §7).
+"""Two different losses called "z-loss" (docs/methods/losses.md §7).
 
 `ZLoss`: de Brébisson & Vincent 2016, a *replacement* for softmax-CE on standardised logits.
 `CELogZLoss`: PaLM's auxiliary z-loss, an *add-on* to CE that penalises (log Z)². They share

@@ -2,7 +2,7 @@
 
 CIFAR10-C adapts RobustBench's CIFAR-10 `Standard` model (WRN-28-10) and CIFAR100-C adapts
 its CIFAR-100 `Hendrycks2020AugMix_ResNeXt` (ResNeXt-29, cardinality 4, base width 32); see
-the TTA design notes §1.5 and §2.4. These classes keep RobustBench's module names, so a
+docs/methods/tta.md §2.4. These classes keep RobustBench's module names, so a
 RobustBench checkpoint loads with `load_state_dict(strict=True)` after `unwrap_state_dict`,
 and they keep xent's `Classifier` split (`head` is a property over `fc` / `classifier`, so it
 adds no `head.*` state-dict keys).

@@ -1,7 +1,7 @@
 """Flow matching: a velocity net regressed on (x0, x1) pairs, evaluated by sampling its ODE.
 
 The loss (`xent.flow`: I-CFM, OT-CFM, W-CFM) is called as `loss(net, x0, x1)`; the task only
-feeds batches and measures. Evaluation follows Tong et al. (design/flow.md §2.2): push the
+feeds batches and measures. Evaluation follows Tong et al. (docs/methods/flow.md §2.2): push the
 held-out source set through the learned ODE and compare with the held-out target set by exact
 W2. Validation does that with the configured solver (its W2 picks the best checkpoint); the
 test also integrates the path energy for NPE = |PE − W2²(q0, q1)| / W2²(q0, q1), counts the

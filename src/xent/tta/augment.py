@@ -1,4 +1,5 @@
-"""The CoTTA test-time augmentation that RMT and CoTTA use (tta.md §1.4), on [0, 1] batches.
+"""The CoTTA test-time augmentation that RMT and CoTTA use, on [0, 1] batches
+(docs/methods/tta.md §1.4).
 
 One parameter draw per call, shared by the whole batch (the reference applies its transform to
 the batch tensor, so every image gets the same colour, affine, blur and flip); only the additive

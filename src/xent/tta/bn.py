@@ -1,4 +1,4 @@
-"""Batch-statistics BatchNorm (tta.md §1.4) and the BN-1 baseline ("norm").
+"""Batch-statistics BatchNorm (docs/methods/tta.md §1.4) and the BN-1 baseline ("norm").
 
 Covariate shift moves the feature statistics; replacing BN's source running statistics with
 the current test batch's is the simplest fix (Schneider et al. 2020, "BN-1") and the BN regime

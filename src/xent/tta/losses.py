@@ -29,7 +29,7 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor) -> Tensor
 def symmetric_cross_entropy(
     student_logits: Tensor, teacher_logits: Tensor, alpha: float = 0.5
 ) -> Tensor:
-    """Per-sample symmetric CE of RMT (tta.md §1.2), shape (B,).
+    """Per-sample symmetric CE of RMT (docs/methods/tta.md §1.2), shape (B,).
 
     `−(1−α) Σ σ(t) log σ(s) − α Σ σ(s) log σ(t)`: CE with the teacher as target plus the reverse
     CE. RMT prefers it to plain CE for its gradient (bounded, less overconfident self-training).

@@ -1,6 +1,6 @@
 """RMT: Robust Mean Teacher for continual and gradual TTA (Döbler et al., CVPR 2023).
 
-The per-batch procedure, warm-up and hyperparameters are tta.md §1.2–1.5 (official code
+The per-batch procedure, warm-up and hyperparameters are docs/methods/tta.md §1.2–1.5 (official code
 `mariodoebler/test-time-adaptation`, `methods/rmt.py`). Per test batch x (B images in [0, 1]):
 
 1. student on x: z = f_S(x), s = g_S(z); on one augmented copy x̃ = A(x): z̃, s̃;
