@@ -14,6 +14,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from xent.command_line import check_overrides
 from xent.fast_help import HELP_FLAGS, share_group_listing_repository
 
 CONFIG_MODULE = "xent.conf"
@@ -227,6 +228,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     argv = sys.argv[1:]
     try:
+        check_overrides(argv)
         check_launcher(argv)
         check_group_values(argv)
         route_optuna_logs(argv)
