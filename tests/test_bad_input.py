@@ -42,6 +42,7 @@ class Case:
     mount: str = ""  # the tmpfs this case needs (ro, full, filled), see `prepare_mounts`
     env: tuple[tuple[str, str], ...] = ()
     traceback: bool = False  # HYDRA_FULL_ERROR=1: the whole traceback instead of one line
+    without_cuda: bool = False  # bad input only where no CUDA device is visible
 
 
 # --- unknown options, generated from the config folders: a new group is covered by itself ----
@@ -81,7 +82,31 @@ CASES.update(
     {
         # --- keys that do not exist, and values of the wrong type -----------------------------
         "unknown key": Case(
-            ("nokey=1",), ("Could not override 'nokey'. To append to your config use +nokey=1",)
+            ("nokey=1",),
+            (
+                "error: unknown key 'nokey'; valid top-level keys: callbacks, ckpt_path, data, "
+                "eval_ckpt, experiment,",
+                "loss, model, optim,",
+            ),
+        ),
+        "misspelt top-level key": Case(("los=sce",), ("unknown key 'los'; did you mean 'loss'?",)),
+        # Hydra's own advice for the line above: it used to train cross-entropy and exit 0.
+        "misspelt key added with +": Case(
+            ("+los=sce",), ("unknown key 'los'; did you mean 'loss'?",)
+        ),
+        "misspelt key in a multirun": Case(
+            ("-m", "los=ce,sce"), ("unknown key 'los'; did you mean 'loss'?",)
+        ),
+        "comma list without -m": Case(
+            ("loss=ce,sce",),
+            (
+                "error: loss=ce,sce is a sweep: a comma list sweeps only with -m "
+                "(xent-run -m loss=ce,sce)",
+            ),
+        ),
+        "range without -m": Case(
+            ("seed=range(3)",),
+            ("error: seed=range(3) is a sweep: range() sweeps only with -m",),
         ),
         "epochs not an integer": Case(
             ("trainer.max_epochs=abc",),
@@ -212,6 +237,13 @@ CASES.update(
             ("loss=pld", "teacher.ckpt={root}/teacher100.pt"),
             ("teacher.ckpt={root}/teacher100.pt: the teacher has 100 classes but the data has 10",),
         ),
+        "teacher checkpoint cut in half": Case(
+            ("loss=pld", "teacher.ckpt={root}/teacher-cut.pt"),
+            (
+                "teacher.ckpt={root}/teacher-cut.pt: corrupt or truncated (",
+                " bytes), not a whole checkpoint; save or copy it again",
+            ),
+        ),
         "tta source of another architecture": Case(
             ("tta=norm", "source.ckpt={root}/resnet8.pt"),
             (
@@ -275,6 +307,26 @@ CASES.update(
                 "{root}/cc-cut/CIFAR-10-C/gaussian_noise.npy: not a readable .npy file",
                 "mmap length is greater than file size",
             ),
+        ),
+        # --- checkpoints to continue from, and the device to run on ---------------------------
+        "ckpt_path missing": Case(
+            ("ckpt_path={root}/nonexistent.ckpt",),
+            ("error: ckpt_path={root}/nonexistent.ckpt: no such file",),
+        ),
+        "ckpt_path cut in half": Case(
+            ("ckpt_path={root}/last-cut.ckpt",),
+            (
+                "error: ckpt_path={root}/last-cut.ckpt: corrupt or truncated (",
+                " bytes), not a whole checkpoint; save or copy it again",
+            ),
+        ),
+        "trainer=gpu without a GPU": Case(
+            ("trainer=gpu",),
+            (
+                "error: trainer.accelerator=gpu (trainer=gpu): no CUDA device is visible here; "
+                "use trainer=cpu, or trainer=default",
+            ),
+            without_cuda=True,
         ),
         # --- where the run would write -------------------------------------------------------
         "run dir under a file": Case(
@@ -397,6 +449,20 @@ def prepare_mounts(root: Path, earlier: Path) -> tuple[dict[str, str], list[Path
     return unavailable, mounted
 
 
+def cut_copy(source: Path, target: Path) -> None:
+    """The first half of `source`: a copy or download that stopped midway."""
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+
+
+def why_unavailable(case: Case, mounts: dict[str, str]) -> str | None:
+    """Why a case cannot run on this machine (its tmpfs cannot be mounted, or a GPU is there
+    to make its command valid), or None."""
+    if case.without_cuda and torch.cuda.is_available():
+        return "a CUDA device is visible here: the command is valid"
+    return mounts.get(case.mount)
+
+
 def prepare_data(root: Path) -> None:
     """The files the cases read: tiny CIFAR with one batch cut short, CIFAR-10-C folders that
     lack a file / have one of the wrong shape / one cut short, and two checkpoints."""
@@ -418,6 +484,10 @@ def prepare_data(root: Path) -> None:
     os.truncate(cut, cut.stat().st_size // 2)
 
     torch.save(resnet20(num_classes=100, in_channels=1).state_dict(), root / "teacher100.pt")
+    cut_copy(root / "earlier" / "checkpoints" / "last.ckpt", root / "last-cut.ckpt")
+    teacher = root / "teacher-whole.pt"
+    torch.save(resnet20(num_classes=10, in_channels=1).state_dict(), teacher)
+    cut_copy(teacher, root / "teacher-cut.pt")
     torch.save(resnet8(num_classes=10, in_channels=3).state_dict(), root / "resnet8.pt")
     (root / "blocked").mkdir()
     (root / "blocked" / "afile").write_text("a file, not a folder\n")
@@ -454,7 +524,7 @@ def catalogue(tmp_path_factory, request):
     jobs = {}
     selected = set(selected_cases(request))
     for index, (name, case) in enumerate(CASES.items()):
-        if case.mount in unavailable or name not in selected:
+        if why_unavailable(case, unavailable) or name not in selected:
             continue
         run_dir = Path((case.run_dir or f"{ROOT}/runs/{index}").replace(ROOT, str(root)))
         if not case.run_dir:
@@ -466,7 +536,12 @@ def catalogue(tmp_path_factory, request):
         commands = [case_command(root, CASES[name], run_dir) for name, run_dir in jobs.items()]
         procs = dict(zip(jobs, run_commands(commands), strict=True))
         results = {
-            name: (procs.get(name), jobs.get(name), before.get(name), unavailable.get(case.mount))
+            name: (
+                procs.get(name),
+                jobs.get(name),
+                before.get(name),
+                why_unavailable(case, unavailable),
+            )
             for name, case in CASES.items()
         }
         yield root, results, (before_blocked, snapshot(root / "blocked"))

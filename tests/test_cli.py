@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from tests.conftest import xent_run
+from xent.command_line import check_overrides, config_groups
+from xent.errors import ConfigError
 
 METRIC_KEYS = {
     "status",
@@ -194,3 +196,89 @@ def test_sweep_with_a_bad_job_finishes_the_others(tmp_path):
     bad, good = metrics(sweep / "0"), metrics(sweep / "1")
     assert bad["status"] == "failed" and bad["error"] == "optim.lr=-1 must be a number > 0"
     assert good["status"] == "ok" and good["epochs"] == 1
+
+
+# --- overrides checked as typed (xent.command_line), before Hydra composes or writes ---------
+
+LEGIT = [
+    "+trainer.limit_train_batches=2",  # a new key under an existing node
+    "+callbacks.kill._target_=xent.callbacks.X",
+    "+loss.step=3",
+    "+experiment=pld_digits",  # a group, appended
+    "flow_pair=gaussian-moons",
+    "hydra/launcher=local",
+    "hydra.sweep.dir=/x",
+    "~teacher",
+    "teacher.ckpt=/x.pt",
+    "source.ckpt=/x.pt",
+    "dkd_beta=2",  # a key a pair config adds at the top
+    "tags=[a,b]",  # a list, not a sweep
+    "headline=[test/acc,test/nll]",
+    "paths.log_dir=/x",
+]
+
+
+def test_legit_overrides_pass_the_checks():
+    check_overrides(LEGIT)
+    check_overrides(["-m", *LEGIT, "loss=ce,sce", "seed=range(3)"])
+    check_overrides(["-sc", "install=bash"])  # Hydra's own flags are Hydra's business
+    check_overrides(["--cfg", "job", "loss=ce,sce"])
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["los=sce"], "unknown key 'los'; did you mean 'loss'?"),
+        (["+los=sce"], "unknown key 'los'; did you mean 'loss'?"),
+        (["++sed=1"], "unknown key 'sed'; did you mean 'seed'?"),
+        (["~modle"], "unknown key 'modle'; did you mean 'model'?"),
+        (["-m", "optimiser.lr=0.1,0.2"], "unknown key 'optimiser'; did you mean 'optim'?"),
+        (
+            ["+new.key=1"],
+            "unknown key 'new'; valid top-level keys: callbacks, ckpt_path, data, eval_ckpt, "
+            "experiment, experiment_name, flow_pair, headline, hparams_search, hydra, logger, "
+            "loss, model, optim, optimized_metric, pair, paths, resume, sched, seed, source, "
+            "tags, task, teacher, trainer, tta",
+        ),
+        (
+            ["seed=0,1"],
+            "seed=0,1 is a sweep: a comma list sweeps only with -m (xent-run -m seed=0,1)",
+        ),
+        (
+            ["optim.lr=choice(0.1,0.2)"],
+            "optim.lr=choice(0.1,0.2) is a sweep: choice() sweeps only with -m "
+            "(xent-run -m optim.lr=choice(0.1,0.2))",
+        ),
+        (
+            ["loss=glob(*)"],
+            "loss=glob(*) is a sweep: glob() sweeps only with -m (xent-run -m loss=glob(*))",
+        ),
+        (
+            ["optim.lr=interval(0.1,1)"],
+            "optim.lr=interval(0.1,1) is a sweep: interval() sweeps only with -m "
+            "(xent-run -m optim.lr=interval(0.1,1))",
+        ),
+    ],
+)
+def test_bad_overrides_are_refused_naming_the_key(argv, message):
+    with pytest.raises(ConfigError) as err:
+        check_overrides(argv)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("argv", [["-m", "los=ce,sce"], ["-m", "+los=sce", "seed=0,1"]])
+def test_a_multirun_with_an_unknown_key_writes_nothing(tmp_path, argv):
+    """Refused before any job starts: no outputs/, no sweep dir, no job dir."""
+    proc = xent_run(*argv, "trainer.max_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "xent-run: error: unknown key 'los'; did you mean 'loss'?\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_still_lists_the_groups_and_the_sweep_hint(tmp_path):
+    proc = xent_run("--help", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == ""
+    groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0].split("/")[0] for line in groups.splitlines() if ": " in line}
+    assert listed == set(config_groups()) - {"hydra"}
+    assert "Sweep with -m (xent-run -m seed=0,1,2)" in proc.stdout

@@ -16,7 +16,12 @@ import torch
 import yaml
 
 from tests.conftest import REPO, composed, run_bad_commands
-from xent.checkpoint_io import AtomicCheckpointIO, UnsafeCheckpointError, load_weights_only
+from xent.checkpoint_io import (
+    AtomicCheckpointIO,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    load_weights_only,
+)
 from xent.teacher import WEIGHTS_FILE, cache_dir
 
 CONF = REPO / "src" / "xent" / "conf"
@@ -66,6 +71,41 @@ def test_the_crafted_checkpoint_is_live_but_refused(tmp_path, monkeypatch, zip_f
     with pytest.raises(pickle.UnpicklingError, match=r"it would import (builtins|io)\.open"):
         load_weights_only(evil)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+@pytest.mark.parametrize("keep", [0, 1, 10, 0.5, -1])
+def test_a_cut_checkpoint_is_called_corrupt_not_unsafe(tmp_path, zip_format, keep):
+    """A copy that stopped (an empty file, a few bytes, half, all but the last byte) is
+    reported as damaged, with its path and size: "unsafe" would send the user the wrong way."""
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(64, 64)}}, whole, **_format(zip_format))
+    data = whole.read_bytes()
+    size = int(len(data) * keep) if isinstance(keep, float) else keep % len(data)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[:size])
+    with pytest.raises(CorruptCheckpointError) as err:
+        load_weights_only(cut)
+    assert str(err.value) == (
+        f"{cut} is corrupt or truncated ({size:,} bytes), not a whole checkpoint; "
+        "save or copy it again"
+    )
+    assert load_weights_only(whole)["state_dict"]["w"].sum() == 64 * 64
+
+
+def test_a_cut_crafted_checkpoint_runs_nothing(tmp_path):
+    """Cut or whole, a crafted pickle's code never runs."""
+    marker = tmp_path / "marker"
+    data = crafted_checkpoint(tmp_path / "evil.ckpt", marker, zip_format=False).read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(pickle.UnpicklingError):
+        load_weights_only(cut)
+    assert not marker.exists()
+
+
+def _format(zip_format: bool) -> dict:
+    return {} if zip_format else {"_use_new_zipfile_serialization": False}
 
 
 def _torch_load_calls(root: Path):
@@ -180,8 +220,9 @@ CASES = {
     "teacher_ckpt": (2, r"xent-run: error: .*teacher_ckpt.pt.*not a weights-only"),
     "cached_teacher": (2, r"xent-run: error: .*teacher.pt.*not a weights-only"),
     "source_ckpt": (2, r"xent-run: error: .*source_ckpt.pt.*not a weights-only"),
-    # Checkpoints the Trainer loads once the run has started: a failed run (exit 1, metrics.json).
-    "ckpt_path": (1, r"xent-run: run failed: UnsafeCheckpointError: .*ckpt_path.pt is not a"),
+    "ckpt_path": (2, r"xent-run: error: ckpt_path=.*ckpt_path.pt: not a weights-only"),
+    # The checkpoint the Trainer resumes from once the run has started: a failed run (exit 1,
+    # metrics.json).
     "resume": (1, r"xent-run: run failed: UnsafeCheckpointError: .*last.ckpt is not a"),
 }
 

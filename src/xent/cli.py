@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from xent.command_line import check_overrides
 from xent.fast_help import HELP_FLAGS, share_group_listing_repository
 
 CONFIG_MODULE = "xent.conf"
@@ -110,6 +112,22 @@ def preflight_single_run(overrides: list[str]) -> None:
         if moved:
             # stdout: a notice, not an error (stderr carries only the one-line errors)
             print(f"xent-run: {run_dir} held an earlier run; moved it to {moved}")
+
+
+class HydraConfigForSweep(Callback):
+    """Make the sweep's config Hydra's current one when a multirun starts.
+
+    Hydra sets HydraConfig only when a job starts, but the sweeper and the launchers resolve
+    `hydra.sweep.dir` before the first job; the default one interpolates `paths.log_dir`, whose
+    root is `${hydra:runtime.cwd}`, which reads HydraConfig. Each job sets its own config over
+    this one and Hydra puts this one back after it, so the sweep's own files (multirun.yaml,
+    the summary, Optuna's results) land in the same dir as the jobs.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)
 
 
 def check_ddp_in_sweep(cfg: DictConfig) -> None:
@@ -210,6 +228,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
     argv = sys.argv[1:]
     try:
+        check_overrides(argv)
         check_launcher(argv)
         check_group_values(argv)
         route_optuna_logs(argv)

@@ -9,6 +9,7 @@ import copy
 import errno
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -386,12 +387,56 @@ def check_optimized_metric(cfg: DictConfig) -> None:
         raise ConfigError(f"optimized_metric={key} is not a metric of this task; valid: {valid}")
 
 
+def check_ckpt_path(cfg: DictConfig) -> None:
+    """`ckpt_path=FILE` exists and is a whole, weights-only checkpoint of this runner: Lightning
+    would read it only once training starts, after the run dir is written."""
+    from xent.checkpoint_io import CheckpointLoadError, load_weights_only
+
+    given = cfg.get("ckpt_path")
+    if not given or "://" in str(given):  # remote files are Lightning's (fsspec) to fetch
+        return
+    path = Path(str(given)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={given}: no such file")
+    try:
+        loaded = load_weights_only(path)
+    except CheckpointLoadError as err:
+        raise ConfigError(f"ckpt_path={given}: {err.problem}") from err
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("state_dict"), dict):
+        raise ConfigError(
+            f"ckpt_path={given}: not a Lightning checkpoint (no state_dict); a run's "
+            "checkpoints/last.ckpt continues it"
+        )
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """trainer=gpu where no CUDA device is visible: Lightning would fail after the run dir is
+    written, with "No supported gpu backend found"."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():
+        return  # Lightning's "gpu" is Apple's MPS there
+    choice = _choice(cfg, "trainer")
+    instead = (
+        "trainer=cpu, or trainer=default (accelerator=auto: a GPU where there is one)"
+        if choice == "trainer=gpu"
+        else "trainer.accelerator=auto (a GPU where there is one) or trainer.accelerator=cpu"
+    )
+    raise ConfigError(
+        f"trainer.accelerator={accelerator} ({choice}): no CUDA device is visible here; "
+        f"use {instead}"
+    )
+
+
 def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
     """Instantiate data, model, loss, optimizer and schedule, checking each as it is built
     (and, with `load_teacher`, that the distillation teacher loads)."""
     from hydra.utils import get_class
 
     check_values(cfg)
+    check_accelerator(cfg)
+    check_ckpt_path(cfg)
     check_optimized_metric(cfg)
     datamodule = instantiate_group(cfg, "data")
     call_checked(cfg, "data", datamodule.prepare_data)

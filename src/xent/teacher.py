@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -141,19 +140,19 @@ def read_state_dict(path: Path, key: str = "teacher") -> dict[str, torch.Tensor]
     or a plain state dict of the model, also wrapped (`{"state_dict": ...}`, `{"model": ...}`)
     or saved from DataParallel (`module.` prefixes), as RobustBench's checkpoints are.
     """
+    from xent.checkpoint_io import CheckpointLoadError, load_weights_only
     from xent.models.robustbench import unwrap_state_dict
 
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        text = " ".join(str(err).split())
-        detail = re.search(r"WeightsUnpickler error: ([^.]*)", text)
-        reason = detail.group(1) if detail else text[:120]
-        raise ConfigError(
-            f"{key}.ckpt={path}: not a weights-only checkpoint, refused ({reason})"
-        ) from err
+            loaded = load_weights_only(path)
+    except CheckpointLoadError as err:  # refused as code, or not a whole file: say which
+        raise ConfigError(f"{key}.ckpt={path}: {err.problem}") from err
+    except Exception as err:  # noqa: BLE001 - reported in one line
+        from xent.preflight import root_message
+
+        raise ConfigError(f"{key}.ckpt={path}: cannot load it ({root_message(err)})") from err
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         inner = loaded["state_dict"]
         if any(k.startswith("net.") for k in inner):  # a runner (Lightning) checkpoint
