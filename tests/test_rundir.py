@@ -240,3 +240,41 @@ def test_hydra_writes_no_run_files_under_resume(resume, subdir):
     with initialize_config_module("xent.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"resume={resume}"], return_hydra_config=True)
     assert cfg.hydra.output_subdir == subdir
+
+
+@pytest.mark.slow
+def test_metrics_json_is_written_once_at_the_end_with_every_reported_key(tmp_path, monkeypatch):
+    """A run writes metrics.json once, after training and testing, complete: a run that wrote
+    it early (a reader would take a half-done run for a result) or twice fails here."""
+    import xent.run
+    from tests.conftest import composed
+
+    cfg = composed(tmp_path, "trainer.max_epochs=1", "logger=none")
+    run_dir = Path(cfg.paths.output_dir)
+    writes = []
+
+    def recording(folder: Path, values: dict) -> Path:
+        writes.append({**values, "last.ckpt there": (folder / "checkpoints/last.ckpt").exists()})
+        return write_metrics(folder, values)
+
+    monkeypatch.setattr(xent.run, "write_metrics", recording)
+    returned = xent.run.run(cfg)
+    assert len(writes) == 1
+    written = writes[0]
+    assert written.pop("last.ckpt there")
+    assert written == returned == json.loads((run_dir / "metrics.json").read_text())
+    assert sorted(written) == [
+        "best/test_acc",
+        "best/val_acc",
+        "epochs",
+        "seed",
+        "status",
+        "test/acc",
+        "test/acc5",
+        "test/ece",
+        "test/loss",
+        "test/nll",
+        "test_time_s",
+        "train_time_s",
+    ]
+    assert (written["status"], written["epochs"], written["seed"]) == ("ok", 1, 0)

@@ -125,10 +125,13 @@ def _best_checkpoint_test(cfg, trainer, task, datamodule, metrics: dict) -> dict
 def _save_hydra_files(run_dir: Path) -> None:
     """.hydra/overrides.yaml and hydra.yaml, where Hydra left them unwritten: under resume it
     writes nothing into a run dir (conf/hydra/default.yaml), and a job that starts there needs
-    them (xent-report finds a sweep's jobs by their overrides.yaml)."""
+    them (xent-report finds a sweep's jobs by their overrides.yaml). Not for a run nested in
+    the job (a teacher trained for it): those would be the job's files, not its own."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
+        return
+    if Path(HydraConfig.get().runtime.output_dir).resolve() != run_dir.resolve():
         return
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(parents=True, exist_ok=True)
