@@ -125,12 +125,12 @@ def test_a_finished_run_resumed_is_left_as_it_was(interrupted_sweep, tmp_path):
     shutil.copytree(sweep / "0", run_dir)
     before = snapshot(run_dir)
     proc = xent_run(*ARGS, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
+    assert snapshot(run_dir) == before  # .hydra/config.yaml, metrics.json, logs, checkpoints
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout.splitlines() == [
         f"xent-run: {run_dir} already finished (metrics.json status ok); left as it is. Raise "
         "trainer.max_epochs to train it further, or drop resume to start afresh"
     ]
-    assert snapshot(run_dir) == before
 
 
 @pytest.mark.slow
