@@ -86,9 +86,9 @@ def test_same_seed_same_metrics_and_earlier_run_is_kept(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_without_checkpoint_starts_fresh(tmp_path):
-    run_dir = tmp_path / "new"
-    proc = xent_run(f"hydra.run.dir={run_dir}", "resume=true", "trainer.max_epochs=1", cwd=tmp_path)
+def test_resume_auto_without_checkpoint_starts_fresh(tmp_path):
+    run_dir = tmp_path / "new"  # resume=true refuses this: tests/test_resume.py
+    proc = xent_run(f"hydra.run.dir={run_dir}", "resume=auto", "trainer.max_epochs=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert metrics(run_dir)["epochs"] == 1
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from tests.conftest import REPO, composed, run_bad_commands
 from xent.checkpoint_io import (
@@ -194,6 +195,9 @@ def refused(tmp_path_factory):
     # a run dir whose last.ckpt resume=true continues from
     resumed = root / "run4"  # run_bad_commands' run dir of the 5th case
     crafted_checkpoint(resumed / "checkpoints" / "last.ckpt", markers["resume"])
+    saved = OmegaConf.to_yaml(composed(root, "logger=none"), resolve=True)  # what resume checks
+    (resumed / ".hydra").mkdir()
+    (resumed / ".hydra" / "config.yaml").write_text(saved)
     commands = {
         "teacher_ckpt": (["loss=kd", f"teacher.ckpt={evil['teacher_ckpt']}"], ""),
         "cached_teacher": (["loss=kd", f"paths.teachers={teachers}"], ""),

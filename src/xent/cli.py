@@ -84,7 +84,7 @@ def preflight_single_run(overrides: list[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    from xent.rundir import archive_previous_run, check_run_dir_writable
+    from xent.rundir import archive_previous_run, check_run_dir_writable, preflight_resume
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
@@ -107,7 +107,8 @@ def preflight_single_run(overrides: list[str]) -> None:
         build_parts(cfg)
     check_run_dir_writable(run_dir)
     _run_dir = run_dir
-    if not cfg.resume and not cfg.get("ckpt_path") and run_dir.is_dir():
+    starts_fresh = preflight_resume(cfg, run_dir)  # a finished run exits 0 here, untouched
+    if starts_fresh and not cfg.get("ckpt_path") and run_dir.is_dir():
         moved = archive_previous_run(run_dir)
         if moved:
             # stdout: a notice, not an error (stderr carries only the one-line errors)
@@ -248,6 +249,11 @@ def main() -> None:
         if user_wants_traceback:
             raise
         _job_failures.append(RunFailed(_run_dir, f"{type(err).__name__}: {err}"))
+    except KeyboardInterrupt as err:  # Ctrl-C: one line with the way on, exit 130
+        from xent.rundir import EXIT_INTERRUPTED, interrupted_line
+
+        print(interrupted_line(err), file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception:
         # A sweeper that gives up because its jobs failed (Optuna with no completed trial):
         # the jobs' own one-line reasons below say why; anything else is a bug, shown whole.

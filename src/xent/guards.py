@@ -124,3 +124,15 @@ def stop_on_sigterm() -> Callable[[], None]:
         return lambda: None
     signal.signal(signal.SIGTERM, _raise_terminated)
     return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def keep_sigint_handler() -> Callable[[], None]:
+    """Return the function that puts back this moment's SIGINT handler. Lightning sets SIGINT
+    to "ignore" when a Ctrl-C reaches a fit (so that more Ctrl-Cs do not cut its shutdown short)
+    and never restores it: without this, the next Ctrl-C of the process would do nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is None:  # installed outside Python: nothing this process could put back
+        return lambda: None
+    return lambda: signal.signal(signal.SIGINT, handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 import warnings
@@ -15,9 +16,20 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xent.checkpoint_io import AtomicCheckpointIO
 from xent.console import print_config, print_results
-from xent.guards import stop_on_sigterm
+from xent.guards import keep_sigint_handler, stop_on_sigterm
 from xent.preflight import build_parts, root_message
-from xent.rundir import finished_run, resume_checkpoint, write_metrics
+from xent.rundir import (
+    CONTINUE,
+    FINISHED,
+    Interrupted,
+    continue_command,
+    finished_line,
+    finished_run,
+    is_interrupt,
+    resume_checkpoint,
+    resume_plan,
+    write_metrics,
+)
 from xent.tasks.tta import setup_cache_file
 from xent.teacher import adapts_source_model, needs_teacher, obtain_teacher, trained_here
 
@@ -110,12 +122,52 @@ def _best_checkpoint_test(cfg, trainer, task, datamodule, metrics: dict) -> dict
     return {best: float(values[key]) for key, best in keys.items() if key in values}
 
 
+def _save_hydra_files(run_dir: Path) -> None:
+    """.hydra/overrides.yaml and hydra.yaml, where Hydra left them unwritten: under resume it
+    writes nothing into a run dir (conf/hydra/default.yaml), and a job that starts there needs
+    them (xent-report finds a sweep's jobs by their overrides.yaml). Not for a run nested in
+    the job (a teacher trained for it): those would be the job's files, not its own."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    if Path(HydraConfig.get().runtime.output_dir).resolve() != run_dir.resolve():
+        return
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "overrides.yaml": HydraConfig.get().overrides.task,
+        "hydra.yaml": HydraConfig.instance().cfg,  # {hydra: ...}, as Hydra writes it
+    }
+    for name, content in files.items():
+        if not (hydra_dir / name).exists():
+            (hydra_dir / name).write_text(OmegaConf.to_yaml(content))
+
+
+def _sweep_dir() -> Path | None:
+    """The sweep dir of a multirun job, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).absolute()
+
+
+def _interrupted(run_dir: Path, trainer: Any) -> Interrupted:
+    """The exception that carries an interrupted run's one line to the CLI."""
+    epochs = trainer.current_epoch if trainer is not None else 0
+    command = continue_command(sys.argv[1:], run_dir, _sweep_dir())
+    return Interrupted(f"xent-run: interrupted after epoch {epochs}; continue with: {command}")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; metrics.json is written whatever happens."""
     run_dir = Path(cfg.paths.output_dir)
-    if cfg.resume and not cfg.get("ckpt_path") and (done := finished_run(run_dir)) is not None:
-        log.info("resume: %s already ended ok; kept as it is", run_dir)
-        return done
+    plan = resume_plan(cfg, run_dir)  # refuses a resume that cannot be done, writing nothing
+    if plan == FINISHED:
+        print(finished_line(run_dir), flush=True)  # not logged: xent.log is the run's, kept
+        return finished_run(run_dir)
     metrics: dict[str, Any] = {"status": "failed", "seed": cfg.seed, "epochs": 0}
     loggers: list[Any] = []
     started = time.perf_counter()
@@ -126,10 +178,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     rank_zero = rank_zero_only.rank == 0
     restore_sigterm = None
+    restore_sigint = keep_sigint_handler()  # Lightning ignores SIGINT after a Ctrl-C
     try:
         restore_sigterm = stop_on_sigterm()  # SIGTERM raises guards.Terminated, recorded below
         if rank_zero:
             _save_resolved_config(cfg, run_dir)
+            _save_hydra_files(run_dir)
             print_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         parts = build_parts(cfg, load_teacher=False)
@@ -162,7 +216,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             **getattr(task, "trainer_overrides", {}),
         )
         if getattr(task, "fits", True):
-            ckpt = resume_checkpoint(run_dir, bool(cfg.resume), cfg.get("ckpt_path"))
+            ckpt = resume_checkpoint(run_dir, plan == CONTINUE, cfg.get("ckpt_path"))
             if ckpt:
                 log.info("resuming from %s", ckpt)
             fit_started = time.perf_counter()
@@ -184,6 +238,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics["status"] = "ok"
         return metrics
     except BaseException as err:
+        if is_interrupt(err):  # not a failure: recorded as such, and the way on is named
+            metrics["status"] = "interrupted"
+            raise _interrupted(run_dir, trainer) from None
         metrics["error"] = root_message(err) if isinstance(err, Exception) else type(err).__name__
         if rank_zero:
             (run_dir / "error.log").write_text(traceback.format_exc())
@@ -199,3 +256,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             if metrics["status"] == "ok":
                 print_results(metrics, run_dir)
         _finish_wandb(loggers)
+        restore_sigint()
