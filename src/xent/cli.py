@@ -236,6 +236,7 @@ def main() -> None:
             raise
     from xent import sweep
 
+    _job_failures.extend(XentError(error) for error in sweep.summary_errors)  # a bad headline
     if sweep.failed_jobs and not _job_failures:  # jobs that failed in other processes
         print(
             f"xent-run: {sweep.failed_jobs} job(s) of the sweep failed; see summary.md and "
