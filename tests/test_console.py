@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.conftest import assert_one_line_error, run_bad_commands
 from xent.console import print_results
 from xent.report import Row
 from xent.sweep import print_summary
@@ -28,3 +29,17 @@ def test_a_wide_summary_table_keeps_every_column(capsys, monkeypatch):
     table_row = next(line for line in out.splitlines() if "loss=sce" in line)
     assert table_row.count("0.6000 ± 0.1414") == 8 and "…" not in out
     assert all(m in out for m in metrics)
+
+
+def test_task_tta_on_clean_data_is_said_in_the_users_words(tmp_path):
+    """Was `source=for_digits is not an option`: an internal config choice the user never
+    typed."""
+    bad = {"tta on digits": (["task=tta", "data=digits"], "")}
+    proc, run_dir = run_bad_commands(tmp_path, bad)["tta on digits"]
+    assert_one_line_error(
+        proc,
+        run_dir,
+        "data=digits has no source model for task=tta; valid: data=cifar100_c, cifar10_c, "
+        "digits32_c",
+    )
+    assert "for_" not in proc.stderr

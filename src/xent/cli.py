@@ -192,6 +192,10 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, MissingConfigException) and err.options is not None:
         # hydra/launcher/nope: the group is all but the last part
         group, _, bad = (err.missing_cfg_file or "").rpartition("/")
+        if group == "source" and bad.startswith("for_"):  # task=tta picks source/for_<data>
+            valid = ", ".join(sorted(o.removeprefix("for_") for o in err.options))
+            data = bad.removeprefix("for_")
+            return f"data={data} has no source model for task=tta; valid: data={valid}"
         valid = ", ".join(sorted(err.options)) or f"none found for group '{group}'"
         return f"{group}={bad} is not an option; valid: {valid}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
