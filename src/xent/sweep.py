@@ -43,8 +43,9 @@ summary_errors: list[str] = []
 
 
 def headline_metrics(rows: list[Row], wanted: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The metrics a summary shows: `wanted` (an experiment's `headline`) where given and
-    reported, else every metric the jobs reported."""
+    """The metrics a summary shows: `wanted` (an experiment's `headline`), else every metric
+    the jobs reported; also when a wanted one was never reported (a misspelling, which the
+    caller reports as an error), so the summary still shows the results."""
     if wanted and not unreported_message(rows, wanted, "headline metric"):
         return tuple(wanted)
     return reported_metrics(rows)
