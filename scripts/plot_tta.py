@@ -4,7 +4,8 @@ Made for `xent-run -m experiment=rmt_digits_c` (and rmt_cifar10c / rmt_cifar100c
 finished job's `tta_errors.json`, averages the per-domain errors over seeds for every
 (method, setting), draws one figure per setting (`tta_errors_<setting>.png` in the sweep dir,
 one line per method, domains in stream order) and prints the table of mean online errors
-(mean ± sample std over seeds). Unfinished or failed jobs are skipped, so it runs mid-sweep.
+(mean ± sample std over seeds, the value alone for one seed). Unfinished or failed jobs are
+skipped, so it runs mid-sweep.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from xent.report import job_dirs, mean_std
+from xent.report import format_stat, job_dirs
 
 METHOD_NAMES = {
     "source": "Source",
@@ -79,8 +80,7 @@ def main() -> None:
         cells = []
         for setting, key in columns:
             values = [100 * r[key] for r in jobs.get((method, setting), []) if key in r]
-            mean, std = mean_std(values)
-            cells.append(f"{mean:.1f} ± {std:.1f} (×{len(values)})" if values else "–")
+            cells.append(f"{format_stat(values, 1)} (×{len(values)})" if values else "–")
         print(f"| {METHOD_NAMES.get(method, method)} | " + " | ".join(cells) + " |")
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.test_report import fake_job
+from xent.report import collect
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_sweep_axis.py"
 
@@ -56,4 +58,44 @@ def test_chosen_metrics_of_a_search_one_trial_each(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "| loss.tau | seeds | best/val_acc |"
-    assert lines[2:4] == ["| 0.7 | 1 | 0.8800 ± 0.0000 |", "| 3.142 | 1 | 0.9100 ± 0.0000 |"]
+    assert lines[2:4] == ["| 0.7 | 1 | 0.8800 |", "| 3.142 | 1 | 0.9100 |"]  # no "± 0.0000"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("plot_sweep_axis", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def figure_of(sweep, key, metrics):
+    script = load_script()
+    rows = sorted((script.axis_value(r.label, key), r) for r in collect(sweep))
+    return script.axis_figure(key, rows, metrics, "the sweep")
+
+
+def test_the_title_says_what_is_drawn(tmp_path):
+    """Mean ± std where seeds were repeated; one run each (an Optuna search) otherwise."""
+    sweep = tmp_path / "sweep"
+    for num, (eps, seed) in enumerate(((0.5, 0), (0.5, 1), (2, 0), (2, 1))):
+        metrics = {"status": "ok", "seed": seed, "test/w2": eps + seed}
+        fake_job(sweep, num, [f"loss.eps={eps}", f"seed={seed}"], metrics)
+    fig = figure_of(sweep, "loss.eps", ("test/w2",))
+    assert fig._suptitle.get_text() == "the sweep: mean ± std over 2 seeds"
+    (ax,) = fig.axes
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == (
+        "test/w2",
+        "loss.eps (log scale)",
+        "test/w2",
+    )
+    fig.canvas.draw()  # tick labels are made when drawn: plain numbers, not 2×10⁰
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "2"]
+    search = tmp_path / "search"
+    for num, tau in enumerate((0.7, 1.5, 3.14159)):
+        metrics = {"status": "ok", "seed": 0, "best/val_acc": tau / 10}
+        fake_job(search, num, [f"loss.tau={tau}", "hparams_search=pld_tau"], metrics)
+    fig = figure_of(search, "loss.tau", ("best/val_acc",))
+    assert fig._suptitle.get_text() == "the sweep: one run each (no error bars)"
+    assert len(fig.axes[0].lines) == 1  # one curve
+    width, height = fig.get_size_inches() * fig.dpi
+    assert (round(width), round(height)) == (504, 432)

@@ -83,7 +83,7 @@ def test_cli_exit_codes(tmp_path):
     )
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
-        "xent-report: error: --metric test/nope is not reported by any job; "
+        "xent-report: error: --metric 'test/nope' is not reported by any job; "
         "valid: test/acc, test/nll, test/ece"
     )
 
@@ -100,7 +100,80 @@ def test_columns_are_the_metrics_the_jobs_reported(tmp_path):
     # known metrics first, in the fixed order; other test/* keys after; never test/loss,
     # whose scale differs per loss, nor the bookkeeping keys
     assert header == "| run | seeds | test/rmse | test/mae | test/r2 |"
-    assert (
-        "| loss=hlgauss | 1 | 50.0000 ± 0.0000 | 38.0000 ± 0.0000 |"
-        in (sweep / "summary.md").read_text()
+    assert "| loss=hlgauss | 1 | 50.0000 | 38.0000 |" in (sweep / "summary.md").read_text()
+
+
+def run_report(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "xent.report", *map(str, args)], capture_output=True, text=True
     )
+
+
+def headline_sweep(tmp_path, headline):
+    """Two ok jobs that ran with `headline` (saved in .hydra/config.yaml, as Hydra does)."""
+    sweep = tmp_path / "sweep"
+    for num, (loss, acc) in enumerate([("ce", 0.8), ("sce", 0.9)]):
+        metrics = {"status": "ok", "seed": 0, "test/acc": acc, "test/nll": 1 - acc}
+        fake_job(sweep, num, [f"loss={loss}", "seed=0"], metrics)
+        config = {"seed": 0, "headline": headline}
+        (sweep / str(num) / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    return sweep
+
+
+def test_report_keeps_the_headline_the_sweep_ran_with(tmp_path):
+    sweep = headline_sweep(tmp_path, ["test/nll"])
+    assert run_report(sweep).returncode == 0
+    assert (sweep / "summary.md").read_text().splitlines()[0] == "| run | seeds | test/nll |"
+    assert run_report(sweep, "--metric", "test/acc").returncode == 0  # told otherwise
+    assert (sweep / "summary.md").read_text().splitlines()[0] == "| run | seeds | test/acc |"
+
+
+def test_a_misspelt_headline_metric_is_one_line_and_writes_nothing(tmp_path):
+    sweep = headline_sweep(tmp_path, ["test/acc", "test/accc"])
+    proc = run_report(sweep)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "xent-report: error: headline metric 'test/accc' is not reported by any job; "
+        "valid: test/acc, test/nll"
+    )
+    assert not list(sweep.glob("summary.*"))
+
+
+def test_one_seed_shows_the_value_alone(tmp_path):
+    sweep = headline_sweep(tmp_path, None)
+    write_summary(sweep)
+    lines = (sweep / "summary.md").read_text().splitlines()
+    assert lines[2:] == ["| loss=ce | 1 | 0.8000 | 0.2000 |", "| loss=sce | 1 | 0.9000 | 0.1000 |"]
+
+
+def test_failed_jobs_are_left_out_of_the_means_and_counted_under_the_table(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed, (status, acc) in enumerate([("ok", 0.8), ("ok", 0.9), ("ok", 1.0), ("failed", 0.0)]):
+        metrics = {"status": status, "seed": seed, "test/acc": acc}
+        fake_job(sweep, seed, ["loss=ce", f"seed={seed}"], metrics)
+    write_summary(sweep)
+    lines = (sweep / "summary.md").read_text().splitlines()
+    assert lines[2] == "| (all) | 3 (1 failed) | 0.9000 ± 0.1000 |"  # the 0.0 is not averaged
+    assert lines[-1] == (
+        "1 of 4 jobs failed (left out of the means): see their metrics.json and error.log"
+    )
+    table = next(csv.DictReader(open(sweep / "summary.csv")))
+    assert (table["seeds"], table["failed"], table["test/acc_mean"]) == ("3", "1", "0.9")
+
+
+def test_a_sweep_whose_jobs_all_failed_gets_its_table_in_words(tmp_path):
+    """No metric to draw: no summary.png, said in words (was matplotlib's "Number of columns
+    must be a positive integer, not 0"), and the table still shows the failures."""
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        fake_job(sweep, seed, ["loss=anyloss", f"seed={seed}"], {"status": "failed", "seed": seed})
+    proc = run_report(sweep)
+    assert proc.returncode == 1 and proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "no summary.png: no job has reported a metric (failed or still running)"
+    assert "│ (all) │ 0 (2 failed) │" in proc.stdout
+    assert (
+        "2 of 2 jobs failed (left out of the means): see their metrics.json and error.log" in lines
+    )
+    assert lines[-1] == f"wrote {sweep / 'summary.csv'}, summary.md"
+    assert not (sweep / "summary.png").exists()

@@ -143,3 +143,34 @@ def test_wandb_offline_sweep_one_run_per_job_in_the_group_plus_the_summary(tmp_p
     summary = list((sweep / "wandb").glob("offline-run-*/*.wandb"))
     assert len(summary) == 1 and b"ce_vs_sce" in summary[0].read_bytes()
     assert list((sweep / "wandb").glob("offline-run-*/files/media/table/summary_*.table.json"))
+
+
+@pytest.mark.slow
+def test_a_sweeps_terminal_shows_a_line_per_job_and_its_log_the_rest(tmp_path):
+    """One line per job and the summary on stdout; each job's config tree, progress and result
+    table in its own xent.log. A misspelt headline metric: the summary shows what the jobs
+    reported, then one error line and exit 2."""
+    sweep = tmp_path / "sweep"
+    overrides = ["trainer.max_epochs=1", "logger=none", "headline=[test/acc,test/accc]"]
+    proc = xent_run("-m", "seed=0,1", *overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "xent-run: error: headline metric 'test/accc' is not reported by any job; valid: "
+        "test/acc, best/test_acc, test/acc5, test/nll, test/ece, best/val_acc, test/loss, "
+        "test_time_s, train_time_s"
+    )
+    lines = proc.stdout.splitlines()
+    job_lines = [line for line in lines if line.startswith("#")]
+    assert len(job_lines) == 2
+    for seed, line in enumerate(job_lines):
+        acc = json.loads((sweep / str(seed) / "metrics.json").read_text())["test/acc"]
+        start = f"#{seed} seed={seed} {' '.join(overrides)}: ok, test/acc {acc:.4f}, "
+        assert line.startswith(start) and line.endswith(" s"), line
+    assert "sweep summary" in proc.stdout and "test/acc5" in proc.stdout  # all reported metrics
+    assert "├── task" not in proc.stdout and "[INFO]" not in proc.stdout.replace("[HYDRA]", "")
+    assert "run dir:" not in proc.stdout
+    assert len(lines) < 20, proc.stdout
+    log0 = (sweep / "0" / "xent.log").read_text()
+    assert "├── task" in log0 and "│ test/acc " in log0 and f"run dir: {sweep / '0'}" in log0
+    header = (sweep / "summary.md").read_text().splitlines()[0]
+    assert header == "| run | seeds | test/acc | best/test_acc | test/acc5 | test/nll | test/ece |"

@@ -211,6 +211,10 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, MissingConfigException) and err.options is not None:
         # hydra/launcher/nope: the group is all but the last part
         group, _, bad = (err.missing_cfg_file or "").rpartition("/")
+        if group == "source" and bad.startswith("for_"):  # task=tta picks source/for_<data>
+            valid = ", ".join(sorted(o.removeprefix("for_") for o in err.options))
+            data = bad.removeprefix("for_")
+            return f"data={data} has no source model for task=tta; valid: data={valid}"
         valid = ", ".join(sorted(err.options)) or f"none found for group '{group}'"
         return f"{group}={bad} is not an option; valid: {valid}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -261,6 +265,7 @@ def main() -> None:
             raise
     from xent import sweep
 
+    _job_failures.extend(XentError(error) for error in sweep.summary_errors)  # a bad headline
     if sweep.failed_jobs and not _job_failures:  # jobs that failed in other processes
         print(
             f"xent-run: {sweep.failed_jobs} job(s) of the sweep failed; see summary.md and "

@@ -1,16 +1,29 @@
-"""What a person sees in the terminal: the config at start, a result table at the end."""
+"""What a person sees in the terminal: the config at start, a result table at the end.
+
+In a sweep (`xent-run -m`) a job's config, progress and table go to its own xent.log instead:
+the terminal shows one line per job (`xent.sweep.JobLines`) and the sweep's summary.
+"""
 
 from __future__ import annotations
 
+import io
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.tree import Tree
+
+log = logging.getLogger("xent")
+
+# Columns of the console when stdout is not a terminal (a log file, CI, SLURM's output): rich
+# would take 80 and cut wide tables with an ellipsis; tables take only the width they need.
+UNBOUNDED_WIDTH = 10_000
 
 CONFIG_ORDER = (
     "task",
@@ -24,6 +37,57 @@ CONFIG_ORDER = (
     "logger",
     "paths",
 )
+
+
+def stdout_console() -> Console:
+    """The console for stdout: the terminal's width, or no limit when stdout is not a terminal
+    (then COLUMNS, where set, still wins)."""
+    console = Console()
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(width=UNBOUNDED_WIDTH)
+
+
+def in_sweep() -> bool:
+    """Whether this process runs a job of a multirun (Hydra's mode), not a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class SingleRunOnly(logging.Filter):
+    """On the console's log handler (`hydra.job_logging`): in a sweep, a job's info lines go to
+    its xent.log only, so the terminal keeps one line per job; warnings and errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not in_sweep()
+
+
+class DropJobStartLines(logging.Filter):
+    """On Hydra's console handler: the basic launcher's `#N : overrides` line as each job
+    starts; `xent.sweep.JobLines` prints the job's one line, with its outcome, as it ends.
+    Launchers that run jobs elsewhere (submitit, SLURM) keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_basic_launcher = record.name.endswith("core_plugins.basic_launcher")
+        return not (from_basic_launcher and record.getMessage().startswith("\t#"))
+
+
+def plain_text(renderable: RenderableType) -> str:
+    """What rich would print, without colour and at full width: for a log file."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=UNBOUNDED_WIDTH, color_system=None).print(renderable)
+    return buffer.getvalue().rstrip()
+
+
+def show(renderable: RenderableType, console: Console | None = None) -> None:
+    """Print to the terminal; in a sweep's job, into its xent.log (through the log)."""
+    if console is None and in_sweep():
+        log.info("\n%s", plain_text(renderable))
+    else:
+        is_text = isinstance(renderable, str)  # a path: never wrapped, never coloured
+        (console or stdout_console()).print(renderable, soft_wrap=is_text, highlight=not is_text)
 
 
 def config_tree(cfg: DictConfig) -> Tree:
@@ -66,13 +130,12 @@ def _fmt(value: Any) -> str:
 
 
 def print_config(cfg: DictConfig, console: Console | None = None) -> None:
-    (console or Console()).print(config_tree(cfg))
+    show(config_tree(cfg), console)
 
 
 def print_results(
     metrics: Mapping[str, Any], run_dir: Path, console: Console | None = None
 ) -> None:
     """The table, then the run dir on a line of its own (never wrapped: it gets copy-pasted)."""
-    console = console or Console()
-    console.print(result_table(metrics))
-    console.print(f"run dir: {run_dir}", soft_wrap=True, highlight=False)
+    show(result_table(metrics), console)
+    show(f"run dir: {run_dir}", console)

@@ -11,6 +11,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +108,68 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def format_stat(values: list[float], digits: int = 4) -> str:
+    """`mean ± std` over seeds; the value alone for one seed (a std of one value means nothing);
+    `–` when the row did not report the metric."""
+    if not values:
+        return "–"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def spread_label(rows: list[Row]) -> str:
+    """What a plotted point and its error bar are, for the rows that finished: a mean and
+    sample std over seeds, or one run's value where each row has one seed."""
+    counts = sorted({len(row.seeds) for row in rows if row.seeds})
+    if not counts or counts == [1]:
+        return "one run each (no error bars)"
+    seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"mean ± std over {seeds} seeds"
+
+
+def failed_note(rows: list[Row]) -> str:
+    """The line under a summary table when jobs failed: their results are not in the means."""
+    failed = sum(row.failed for row in rows)
+    if not failed:
+        return ""
+    total = sum(len(row.seeds) + row.failed + row.pending for row in rows)
+    return (
+        f"{failed} of {total} jobs failed (left out of the means): see their metrics.json "
+        "and error.log"
+    )
+
+
+def all_reported(rows: list[Row]) -> tuple[str, ...]:
+    """Every metric a job reported: the summary's default columns first, then the rest
+    (best/val_*, test/loss, timings), which a headline may also name."""
+    default = reported_metrics(rows)
+    rest = sorted({key for row in rows for key in row.values} - set(default))
+    return default + tuple(rest)
+
+
+def unreported_message(rows: list[Row], wanted: Sequence[str], what: str) -> str | None:
+    """The one-line error for the first of `wanted` no job reported (a misspelt metric), or
+    None. No finished job yet (all pending or failed) is no evidence of a misspelling."""
+    reported = all_reported(rows)
+    if not reported:
+        return None
+    missing = [m for m in wanted if m not in reported]
+    if not missing:
+        return None
+    return f"{what} '{missing[0]}' is not reported by any job; valid: {', '.join(reported)}"
+
+
+def sweep_headline(sweep_dir: Path) -> list[str] | None:
+    """The `headline` the sweep ran with, from its jobs' saved configs (`.hydra/config.yaml`)."""
+    for job in job_dirs(sweep_dir):
+        config_path = job / ".hydra" / "config.yaml"
+        if config_path.exists():
+            headline = (yaml.safe_load(config_path.read_text()) or {}).get("headline")
+            if headline:
+                return [str(m) for m in headline]
+    return None
+
+
 def to_markdown(rows: list[Row], metrics: tuple[str, ...]) -> str:
     header = ["run", "seeds"] + list(metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -115,12 +178,10 @@ def to_markdown(rows: list[Row], metrics: tuple[str, ...]) -> str:
             f"{n} {what}" for n, what in ((row.failed, "failed"), (row.pending, "pending")) if n
         ]
         cells = [row.label, f"{len(row.seeds)}" + (f" ({', '.join(notes)})" if notes else "")]
-        for key in metrics:
-            values = row.values.get(key, [])
-            mean, std = mean_std(values)
-            cells.append(f"{mean:.4f} ± {std:.4f}" if values else "–")  # not reported by this row
+        cells += [format_stat(row.values.get(key, [])) for key in metrics]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = failed_note(rows)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def write_summary(sweep_dir: Path, metrics: tuple[str, ...] | None = None) -> list[Row]:
@@ -155,7 +216,8 @@ def main() -> None:
         "--metric",
         action="append",
         default=None,
-        help="a metric to show (repeatable); default: every metric the jobs reported",
+        help="a metric to show (repeatable); default: the sweep's `headline` (saved in its jobs' "
+        "configs), else every metric the jobs reported",
     )
     args = parser.parse_args()
     if not args.sweep_dir.is_dir():
@@ -167,16 +229,16 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    missing = [m for m in args.metric or [] if not any(m in row.values for row in rows)]
-    if missing:
-        valid = ", ".join(reported_metrics(rows))
-        print(
-            f"xent-report: error: --metric {missing[0]} is not reported by any job; valid: {valid}",
-            file=sys.stderr,
-        )
+    if args.metric:
+        wanted, what = args.metric, "--metric"
+    else:
+        wanted, what = sweep_headline(args.sweep_dir), "headline metric"
+    if wanted and (error := unreported_message(rows, wanted, what)):
+        print(f"xent-report: error: {error}", file=sys.stderr)
         sys.exit(2)
-    rows = summarize(args.sweep_dir, args.metric)
-    print(f"wrote {args.sweep_dir / 'summary.csv'}, summary.md and summary.png")
+    rows = summarize(args.sweep_dir, wanted)
+    plotted = " and summary.png" if (args.sweep_dir / "summary.png").exists() else ""
+    print(f"wrote {args.sweep_dir / 'summary.csv'}, summary.md{plotted}")
     sys.exit(1 if any(row.failed for row in rows) else 0)
 
 

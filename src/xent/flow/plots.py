@@ -7,25 +7,63 @@ interactive backend is touched; the import happens only when a plot is made.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
+# Paths drawn as lines in a trajectory plot: more would be a grey smear.
+MAX_PATHS = 300
+
 
 def _figure(title: str | None):
+    """A square panel without ticks (2D toy coordinates carry no units), the legend below it."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5, 5), dpi=100)
+    fig = Figure(figsize=(5, 5.4), dpi=100, layout="constrained")
     ax = fig.subplots()
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=11)
     return fig, ax
+
+
+def _legend_below(ax) -> None:
+    """Below the axes, in one row: over them it would hide points."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=3, markerscale=4, fontsize=10)
 
 
 def _points(x: torch.Tensor, n: int):
     return x[:n].detach().cpu().float().numpy()
+
+
+def samples_figure(
+    samples: torch.Tensor, target: torch.Tensor, *, title: str | None = None, n: int = 2000
+) -> Any:
+    """Generated samples (blue) over held-out target samples (grey)."""
+    fig, ax = _figure(title)
+    tgt, gen = _points(target, n), _points(samples, n)
+    ax.scatter(tgt[:, 0], tgt[:, 1], s=3, alpha=0.4, c="grey", label="target")
+    ax.scatter(gen[:, 0], gen[:, 1], s=3, alpha=0.6, c="tab:blue", label="samples")
+    _legend_below(ax)
+    return fig
+
+
+def trajectories_figure(
+    trajectory: torch.Tensor, *, title: str | None = None, n: int = 2000
+) -> Any:
+    """Trajectories (T, B, 2): start points black, end points blue, the first MAX_PATHS
+    paths as olive lines between them."""
+    fig, ax = _figure(title)
+    traj = trajectory[:, :n].detach().cpu().float().numpy()
+    paths = traj[:, :MAX_PATHS]
+    ax.plot(paths[:, :, 0], paths[:, :, 1], color="olive", alpha=0.25, lw=0.6)
+    ax.plot([], [], color="olive", lw=1.5, label="path")  # one legend entry for all paths
+    ax.scatter(traj[0, :, 0], traj[0, :, 1], s=4, alpha=0.8, c="black", label="t = 0")
+    ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=4, alpha=1.0, c="tab:blue", label="t = 1")
+    _legend_below(ax)
+    return fig
 
 
 def plot_samples(
@@ -36,14 +74,9 @@ def plot_samples(
     title: str | None = None,
     n: int = 2000,
 ) -> Path:
-    """Generated samples (blue) over held-out target samples (grey), written to `path`."""
-    fig, ax = _figure(title)
-    tgt, gen = _points(target, n), _points(samples, n)
-    ax.scatter(tgt[:, 0], tgt[:, 1], s=3, alpha=0.4, c="grey", label="target")
-    ax.scatter(gen[:, 0], gen[:, 1], s=3, alpha=0.6, c="tab:blue", label="samples")
-    ax.legend(loc="upper right", markerscale=4)
+    """`samples_figure`, written to `path`."""
     path = Path(path)
-    fig.savefig(path)
+    samples_figure(samples, target, title=title, n=n).savefig(path)
     return path
 
 
@@ -54,15 +87,9 @@ def plot_trajectories(
     title: str | None = None,
     n: int = 2000,
 ) -> Path:
-    """Trajectories (T, B, 2): start points black, paths olive, end points blue."""
-    fig, ax = _figure(title)
-    traj = trajectory[:, :n].detach().cpu().float().numpy()
-    ax.scatter(traj[:, :, 0], traj[:, :, 1], s=0.2, alpha=0.2, c="olive")
-    ax.scatter(traj[0, :, 0], traj[0, :, 1], s=4, alpha=0.8, c="black", label="t = 0")
-    ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=4, alpha=1.0, c="tab:blue", label="t = 1")
-    ax.legend(loc="upper right", markerscale=3)
+    """`trajectories_figure`, written to `path`."""
     path = Path(path)
-    fig.savefig(path)
+    trajectories_figure(trajectory, title=title, n=n).savefig(path)
     return path
 
 

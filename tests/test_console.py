@@ -1,0 +1,45 @@
+"""Terminal output read from a log file, CI or SLURM: rich would cut it at 80 columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import assert_one_line_error, run_bad_commands
+from xent.console import print_results
+from xent.report import Row
+from xent.sweep import print_summary
+
+
+def test_a_long_value_is_printed_whole_when_stdout_is_not_a_terminal(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    source = "/scratch/project/teachers/resnet20-digits32-f489a2088aed/checkpoints/last.ckpt"
+    print_results({"source": source, "test/err": 0.25}, Path("/runs/1"))
+    out = capsys.readouterr().out
+    assert f"│ source   │ {source} │" in out and "…" not in out
+    assert out.splitlines()[-1] == "run dir: /runs/1"
+
+
+def test_a_wide_summary_table_keeps_every_column(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    metrics = [f"test/metric_{i}" for i in range(8)]
+    row = Row("loss=sce loss.alpha=0.1 loss.beta=1.0", values={m: [0.5, 0.7] for m in metrics})
+    row.seeds = [0, 1]
+    print_summary([row], metrics)
+    out = capsys.readouterr().out
+    table_row = next(line for line in out.splitlines() if "loss=sce" in line)
+    assert table_row.count("0.6000 ± 0.1414") == 8 and "…" not in out
+    assert all(m in out for m in metrics)
+
+
+def test_task_tta_on_clean_data_is_said_in_the_users_words(tmp_path):
+    """Was `source=for_digits is not an option`: an internal config choice the user never
+    typed."""
+    bad = {"tta on digits": (["task=tta", "data=digits"], "")}
+    proc, run_dir = run_bad_commands(tmp_path, bad)["tta on digits"]
+    assert_one_line_error(
+        proc,
+        run_dir,
+        "data=digits has no source model for task=tta; valid: data=cifar100_c, cifar10_c, "
+        "digits32_c",
+    )
+    assert "for_" not in proc.stderr
