@@ -69,6 +69,25 @@ def test_default_run_learns_digits_and_writes_the_run_dir(default_run):
     assert "epoch 20/20" in (run_dir / "xent.log").read_text()
 
 
+def quickstart_table() -> dict[str, float]:
+    """The README's Quickstart table: metric -> the value it shows."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("| `make run`:", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| ([a-z_/]+)(?: \([^)]*\))? \| ([0-9.]+) \|$", table, re.M)
+    return {metric: float(value) for metric, value in rows}
+
+
+@pytest.mark.slow
+def test_the_readme_quickstart_table_is_what_make_run_prints(default_run):
+    """`make run`'s numbers in the README are the default run's, to the digits shown (same
+    seed, same CPU, the locked environment)."""
+    run_dir, _ = default_run
+    result = metrics(run_dir)
+    shown = quickstart_table()
+    assert set(shown) == {"test/acc", "test/nll", "test/ece", "best/val_acc"}
+    assert {key: round(result[key], 4) for key in shown} == shown
+
+
 @pytest.mark.slow
 def test_same_seed_same_metrics_and_earlier_run_is_kept(tmp_path):
     run_dir = tmp_path / "D"

@@ -98,7 +98,8 @@ def readme_commands(text: str | None = None) -> list[ReadmeCommand]:
             for i, line in enumerate(lines):
                 if line.startswith("$ "):
                     expected = lines[i + 1] if i + 1 < len(lines) else None
-                    if (command := _parse(line[2:], number, expected)) is not None:
+                    shell = line[2:].split(" #", 1)[0].strip()
+                    if (command := _parse(shell, number, expected)) is not None:
                         commands.append(command)
     return commands
 
@@ -184,7 +185,7 @@ def test_readme_commands_are_found():
     wandb = next(c for c in commands if c.env)
     assert wandb.env == {"WANDB_MODE": "offline"} and wandb.program == "xent-run"
     shown = [c for c in commands if c.expected_output]
-    assert [c.line for c in shown][:2] == ["xent-run loss=nope", "xent-run trainer.max_epochs=abc"]
+    assert {"xent-run loss=nope", "xent-run los=sce"} <= {c.line for c in shown}
     assert all(c.expected_output.startswith("xent-run: error: ") for c in shown)
     assert len(commands) >= 30
 
@@ -193,7 +194,7 @@ def test_parser_reads_a_small_readme():
     text = (
         "intro\n```bash\nmake run\nxent-run a=1   # why\n# a comment\nX_Y=2 xent-report d \\\n"
         "    --metric m\npython scripts/s.py d k\npip install x\n```\n"
-        "```\n$ xent-run bad\nxent-run: error: bad\n```\n"
+        "```\n$ xent-run bad   # why\nxent-run: error: bad\n```\n"
     )
     commands = readme_commands(text)
     assert [(c.env, c.argv, c.expected_output) for c in commands] == [
