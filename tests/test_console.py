@@ -43,3 +43,19 @@ def test_task_tta_on_clean_data_is_said_in_the_users_words(tmp_path):
         "digits32_c",
     )
     assert "for_" not in proc.stderr
+
+
+def test_a_sweep_jobs_line_says_its_outcome_in_one_line():
+    from xent.sweep import job_line
+
+    ok = {"status": "ok", "seed": 1, "test/acc": 0.97222, "test/nll": 0.1, "train_time_s": 3.0}
+    assert job_line(3, ["loss=sce", "seed=1"], ok, 41.04) == (
+        "#3 loss=sce seed=1: ok, test/acc 0.9722, 41.0 s"
+    )
+    headline = ["test/nll", "test/acc"]
+    assert job_line(3, ["loss=sce"], ok, 2.0, headline) == "#3 loss=sce: ok, test/nll 0.1000, 2.0 s"
+    failed = {"status": "failed", "seed": 0, "test/acc": 0.0}
+    assert job_line(4, ["loss=anyloss"], failed, 3.04) == (
+        "#4 loss=anyloss: failed (see its error.log), 3.0 s"
+    )
+    assert job_line(5, [], None, 0.5) == "#5 (no overrides): no metrics.json, 0.5 s"

@@ -126,6 +126,9 @@ def test_report_keeps_the_headline_the_sweep_ran_with(tmp_path):
     assert (sweep / "summary.md").read_text().splitlines()[0] == "| run | seeds | test/nll |"
     assert run_report(sweep, "--metric", "test/acc").returncode == 0  # told otherwise
     assert (sweep / "summary.md").read_text().splitlines()[0] == "| run | seeds | test/acc |"
+    assert run_report(sweep, "--metrics", "test/acc,test/nll").returncode == 0
+    header = (sweep / "summary.md").read_text().splitlines()[0]
+    assert header == "| run | seeds | test/acc | test/nll |"
 
 
 def test_a_misspelt_headline_metric_is_one_line_and_writes_nothing(tmp_path):

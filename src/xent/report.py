@@ -201,7 +201,7 @@ def write_summary(sweep_dir: Path, metrics: tuple[str, ...] | None = None) -> li
 
 
 def main() -> None:
-    """Entry point of `xent-report SWEEP_DIR [--metric M ...]`."""
+    """Entry point of `xent-report SWEEP_DIR [--metric M ...] [--metrics M1,M2]`."""
     import argparse
 
     from xent.sweep import summarize
@@ -214,10 +214,12 @@ def main() -> None:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument(
         "--metric",
-        action="append",
+        "--metrics",
+        action="extend",
+        type=lambda text: [m for m in text.split(",") if m],
         default=None,
-        help="a metric to show (repeatable); default: the sweep's `headline` (saved in its jobs' "
-        "configs), else every metric the jobs reported",
+        help="metrics to show (repeatable, or comma-separated); default: the sweep's `headline` "
+        "(saved in its jobs' configs), else every metric the jobs reported",
     )
     args = parser.parse_args()
     if not args.sweep_dir.is_dir():
