@@ -2,10 +2,10 @@
 
 The commands are read from README.md itself, so an example that breaks, or a new one that does
 not run, breaks the suite. Each runs with a tiny budget appended (one epoch, one seed of an
-experiment's seed axis, a one-epoch teacher or source, two Optuna trials) and must exit 0; the
-ones that need what this machine lacks (CIFAR files, a GPU, SLURM) must fail in the one line the
-README documents for them. The `$ xent-run ...` lines of the "Bad input" section must print the
-line shown under them.
+experiment's seed axis, a one-epoch teacher or source, 32 images per domain of a TTA stream, two
+Optuna trials) and must exit 0; the ones that need what this machine lacks (CIFAR files, a GPU,
+SLURM) must fail in the one line the README documents for them. The `$ xent-run ...` lines of
+the "Bad input" section must print the line shown under them.
 """
 
 from __future__ import annotations
@@ -137,21 +137,24 @@ def _compose(argv: list[str]):
 def tiny_budget(argv: list[str]) -> list[str]:
     """Overrides that make the command's run(s) take seconds without changing what they run:
     one epoch, the first seed of an experiment's seed axis, a one-epoch teacher or source model,
-    two Optuna trials. Only keys the composed config has are added."""
+    32 images per domain of a corruption stream, two Optuna trials. Only keys the composed
+    config has are added."""
     if argv[0] != "xent-run":
         return []
     args = argv[1:]
     cfg = _compose(args)
+    given = {a.split("=", 1)[0] for a in args}
     extra = ["trainer.max_epochs=1"] if "trainer" in cfg else []
     if "teacher" in cfg and "recipe" in cfg.teacher:
         extra.append("teacher.recipe.epochs=1")
     if "source" in cfg and "recipe" in cfg.source:
         extra.append("source.recipe.epochs=1")
+    if "n_per_domain" in cfg.get("data", {}) and "data.n_per_domain" not in given:
+        extra.append("data.n_per_domain=32")
     sweeper = cfg.hydra.sweeper
     if "n_trials" in sweeper:
         extra.append("hydra.sweeper.n_trials=2")
     params = sweeper.get("params") or {}
-    given = {a.split("=", 1)[0] for a in args}
     if "seed" in params and "seed" not in given:
         extra.append(f"seed={str(params.seed).split(',')[0]}")
     return extra
@@ -222,7 +225,11 @@ def test_tiny_budget_only_adds_keys_the_config_has():
         "teacher.recipe.epochs=1",
         "hydra.sweeper.n_trials=2",
     ]
-    assert "source.recipe.epochs=1" in tiny_budget(["xent-run", "tta=rmt"])
+    assert tiny_budget(["xent-run", "tta=rmt"]) == [
+        "trainer.max_epochs=1",
+        "source.recipe.epochs=1",
+        "data.n_per_domain=32",
+    ]
     assert tiny_budget(["xent-report", "outputs/x"]) == []
 
 
