@@ -26,6 +26,7 @@ from xent.tta import (
     apply_params,
     bn_affine_params,
     ema_update,
+    sample_params,
     supcon_loss,
     symmetric_cross_entropy,
     tta_augment,
@@ -178,6 +179,25 @@ def test_augment_draws_one_parameter_set_per_batch() -> None:
         diff = noisy[0] - noisy[1]  # only the independent per-pixel noise differs
         assert diff.std().item() == pytest.approx(0.005 * math.sqrt(2), rel=0.15)
         assert (noisy[0] - noisy[2]).abs().mean() > 0.02
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_augment_parameters_are_one_uniform_each_mapped_to_the_papers_ranges(seed: int) -> None:
+    """tta.md §1.4: brightness 0.6–1.4, contrast 0.7–1.3, saturation 0.5–1.5, hue ±0.06, gamma
+    0.7–1.3, ±15°, translate up to 1/16 of the padded size (32 + 2·16 = 64: ±4 px), scale
+    0.9–1.1, blur σ 0.001–0.5, flip with p 0.5; one colour order and 11 uniforms per draw."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(5, generator=g).tolist()
+    u = torch.rand(11, generator=g, dtype=torch.float64).tolist()
+    params = sample_params(32, 32, torch.Generator().manual_seed(seed))
+    ranges = [(0.6, 1.4), (0.7, 1.3), (0.5, 1.5), (-0.06, 0.06), (0.7, 1.3), (-15.0, 15.0)]
+    ranges += [(-4.0, 4.0), (-4.0, 4.0), (0.9, 1.1), (0.001, 0.5)]
+    expected = [low + (high - low) * v for (low, high), v in zip(ranges, u, strict=False)]
+    expected[6:8] = [round(expected[6]), round(expected[7])]
+    got = [params.brightness, params.contrast, params.saturation, params.hue, params.gamma]
+    got += [params.angle, *params.translate, params.scale, params.sigma]
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert params.order == tuple(order) and params.flip is (u[10] < 0.5)
 
 
 def test_augment_pipeline_with_neutral_parameters_is_identity_then_flip() -> None:
