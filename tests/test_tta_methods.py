@@ -27,6 +27,8 @@ from xent.tta import (
     bn_affine_params,
     ema_update,
     sample_params,
+    soft_cross_entropy,
+    softmax_entropy,
     supcon_loss,
     symmetric_cross_entropy,
     tta_augment,
@@ -113,6 +115,43 @@ def test_sce_matches_formula_and_only_the_student_gets_gradient(alpha: float) ->
     loss.sum().backward()
     assert t.grad is None or torch.count_nonzero(t.grad) == 0
     assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def softmax64(logits: Tensor) -> Tensor:
+    x = logits.detach().double()
+    return x.exp() / x.exp().sum(1, keepdim=True)
+
+
+def test_entropy_and_soft_cross_entropy_match_their_formulas() -> None:
+    s, t = torch.randn(6, 5) * 3, torch.randn(6, 5) * 3
+    ps, pt = softmax64(s), softmax64(t)
+    torch.testing.assert_close(
+        softmax_entropy(s).double(), -(ps * ps.log()).sum(1), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        soft_cross_entropy(s, t).double(), -(pt * ps.log()).sum(1), rtol=1e-5, atol=1e-6
+    )
+    assert softmax_entropy(s).shape == soft_cross_entropy(s, t).shape == (6,)
+
+
+def test_sce_default_alpha_is_one_half() -> None:
+    s, t = torch.randn(6, 5), torch.randn(6, 5)
+    assert torch.equal(symmetric_cross_entropy(s, t), symmetric_cross_entropy(s, t, 0.5))
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 3), (4, 6)])
+def test_supcon_needs_two_views(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError) as info:
+        supcon_loss(torch.randn(*shape))
+    assert str(info.value) == (
+        f"supcon_loss needs features of shape (B, V>=2, d), got {torch.Size(shape)}"
+    )
+    assert torch.isfinite(supcon_loss(torch.randn(4, 2, 3)))  # two views are enough
+
+
+def test_supcon_default_temperature_is_0_1() -> None:
+    f = torch.randn(3, 2, 4)
+    assert supcon_loss(f).item() == supcon_loss(f, temperature=0.1, base_temperature=0.1).item()
 
 
 def test_supcon_matches_an_explicit_double_loop() -> None:
