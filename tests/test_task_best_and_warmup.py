@@ -57,7 +57,7 @@ def batch(seed: int = 0, n: int = 12):
     return logits, torch.randint(0, NUM_CLASSES, (n,), generator=gen), torch.arange(n)
 
 
-# -- DKD: the epoch the distill task passes (the class defaults: test_distill_losses.py) ------------------------------
+# -- DKD: the epoch the distill task passes (class defaults: test_distill_losses.py) ------------
 
 
 def test_distill_task_passes_the_1_indexed_epoch():
