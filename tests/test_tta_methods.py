@@ -344,6 +344,8 @@ def test_tent_updates_only_bn_affine_and_lowers_entropy() -> None:
         assert out.grad_fn is None
         assert all(p.grad is None for p in method.model.parameters())
         entropies.append(method.last_losses["entropy"])
+        entropy = -(softmax64(out) * softmax64(out).log()).sum(1).mean().item()
+        assert entropies[-1] == pytest.approx(entropy, rel=1e-5)  # of the returned logits
     for name, p in method.model.named_parameters():
         changed = not torch.equal(p, before[name])
         assert changed == (id(p) in affine), name
