@@ -414,3 +414,18 @@ def test_pld_linear_space_nll_matches_the_logcumsumexp_reference(scale):
         weights[:3, :6].requires_grad_(True),
     )
     assert torch.autograd.gradcheck(plackett_luce_nll, inputs)
+
+
+@pytest.mark.parametrize(
+    ("cls", "defaults"),
+    [
+        (PLDLoss, {"tau": 4.0}),
+        (KDLoss, {"ce_weight": 0.1, "kd_weight": 0.9, "tau": 4.0}),
+        (DKDLoss, {"ce_weight": 1.0, "alpha": 1.0, "beta": 8.0, "tau": 4.0, "warmup": 20}),
+        (NKDLoss, {"tau": 1.0, "gamma": 1.5}),
+        (DISTLoss, {"alpha": 1.0, "beta": 2.0, "gamma": 2.0, "tau": 4.0}),
+    ],
+)
+def test_class_defaults_are_the_papers(cls, defaults):
+    """The loss classes' own defaults (design/distill.md §2), not only their YAML files'."""
+    assert cls().hparams() == defaults

@@ -57,17 +57,7 @@ def batch(seed: int = 0, n: int = 12):
     return logits, torch.randint(0, NUM_CLASSES, (n,), generator=gen), torch.arange(n)
 
 
-# -- DKD: the class defaults and the epoch the distill task passes ------------------------------
-
-
-def test_dkd_class_defaults_are_mdistillers():
-    assert DKDLoss().hparams() == {
-        "ce_weight": 1.0,
-        "alpha": 1.0,
-        "beta": 8.0,
-        "tau": 4.0,
-        "warmup": 20,
-    }
+# -- DKD: the epoch the distill task passes (class defaults: test_distill_losses.py) ------------
 
 
 def test_distill_task_passes_the_1_indexed_epoch():

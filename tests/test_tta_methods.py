@@ -26,6 +26,9 @@ from xent.tta import (
     apply_params,
     bn_affine_params,
     ema_update,
+    sample_params,
+    soft_cross_entropy,
+    softmax_entropy,
     supcon_loss,
     symmetric_cross_entropy,
     tta_augment,
@@ -114,6 +117,43 @@ def test_sce_matches_formula_and_only_the_student_gets_gradient(alpha: float) ->
     assert s.grad is not None and s.grad.abs().sum() > 0
 
 
+def softmax64(logits: Tensor) -> Tensor:
+    x = logits.detach().double()
+    return x.exp() / x.exp().sum(1, keepdim=True)
+
+
+def test_entropy_and_soft_cross_entropy_match_their_formulas() -> None:
+    s, t = torch.randn(6, 5) * 3, torch.randn(6, 5) * 3
+    ps, pt = softmax64(s), softmax64(t)
+    torch.testing.assert_close(
+        softmax_entropy(s).double(), -(ps * ps.log()).sum(1), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        soft_cross_entropy(s, t).double(), -(pt * ps.log()).sum(1), rtol=1e-5, atol=1e-6
+    )
+    assert softmax_entropy(s).shape == soft_cross_entropy(s, t).shape == (6,)
+
+
+def test_sce_default_alpha_is_one_half() -> None:
+    s, t = torch.randn(6, 5), torch.randn(6, 5)
+    assert torch.equal(symmetric_cross_entropy(s, t), symmetric_cross_entropy(s, t, 0.5))
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 3), (4, 6)])
+def test_supcon_needs_two_views(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError) as info:
+        supcon_loss(torch.randn(*shape))
+    assert str(info.value) == (
+        f"supcon_loss needs features of shape (B, V>=2, d), got {torch.Size(shape)}"
+    )
+    assert torch.isfinite(supcon_loss(torch.randn(4, 2, 3)))  # two views are enough
+
+
+def test_supcon_default_temperature_is_0_1() -> None:
+    f = torch.randn(3, 2, 4)
+    assert supcon_loss(f).item() == supcon_loss(f, temperature=0.1, base_temperature=0.1).item()
+
+
 def test_supcon_matches_an_explicit_double_loop() -> None:
     b, v, d, tau, base = 3, 3, 5, 0.1, 0.07
     f = torch.randn(b, v, d, dtype=torch.float64)
@@ -178,6 +218,25 @@ def test_augment_draws_one_parameter_set_per_batch() -> None:
         diff = noisy[0] - noisy[1]  # only the independent per-pixel noise differs
         assert diff.std().item() == pytest.approx(0.005 * math.sqrt(2), rel=0.15)
         assert (noisy[0] - noisy[2]).abs().mean() > 0.02
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_augment_parameters_are_one_uniform_each_mapped_to_the_papers_ranges(seed: int) -> None:
+    """tta.md §1.4: brightness 0.6–1.4, contrast 0.7–1.3, saturation 0.5–1.5, hue ±0.06, gamma
+    0.7–1.3, ±15°, translate up to 1/16 of the padded size (32 + 2·16 = 64: ±4 px), scale
+    0.9–1.1, blur σ 0.001–0.5, flip with p 0.5; one colour order and 11 uniforms per draw."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(5, generator=g).tolist()
+    u = torch.rand(11, generator=g, dtype=torch.float64).tolist()
+    params = sample_params(32, 32, torch.Generator().manual_seed(seed))
+    ranges = [(0.6, 1.4), (0.7, 1.3), (0.5, 1.5), (-0.06, 0.06), (0.7, 1.3), (-15.0, 15.0)]
+    ranges += [(-4.0, 4.0), (-4.0, 4.0), (0.9, 1.1), (0.001, 0.5)]
+    expected = [low + (high - low) * v for (low, high), v in zip(ranges, u, strict=False)]
+    expected[6:8] = [round(expected[6]), round(expected[7])]
+    got = [params.brightness, params.contrast, params.saturation, params.hue, params.gamma]
+    got += [params.angle, *params.translate, params.scale, params.sigma]
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert params.order == tuple(order) and params.flip is (u[10] < 0.5)
 
 
 def test_augment_pipeline_with_neutral_parameters_is_identity_then_flip() -> None:
@@ -285,6 +344,8 @@ def test_tent_updates_only_bn_affine_and_lowers_entropy() -> None:
         assert out.grad_fn is None
         assert all(p.grad is None for p in method.model.parameters())
         entropies.append(method.last_losses["entropy"])
+        entropy = -(softmax64(out) * softmax64(out).log()).sum(1).mean().item()
+        assert entropies[-1] == pytest.approx(entropy, rel=1e-5)  # of the returned logits
     for name, p in method.model.named_parameters():
         changed = not torch.equal(p, before[name])
         assert changed == (id(p) in affine), name
