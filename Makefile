@@ -48,7 +48,11 @@ clean:
 ## Mutation testing (mutmut, configured in pyproject.toml): one module set at a time, 2 workers,
 ## each mutant against the fast tests that cover it. `make mutation MUTATION_SETS=tta` runs one;
 ## `$(BIN)/mutmut results` lists the survivors, `$(BIN)/mutmut show NAME` one's diff.
+## One OpenMP thread: a mutant is a fork of a process that ran torch, and forked OpenMP
+## workers deadlock (a hung mutant burns no CPU, so mutmut's CPU-time limit never stops it).
 MUTATION_SETS ?= losses tta data
 .PHONY: mutation
 mutation: $(STAMP)
-	for set in $(MUTATION_SETS); do $(BIN)/mutmut run --max-children 2 "xent.$$set.*" || exit 1; done
+	for set in $(MUTATION_SETS); do \
+		OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 "xent.$$set.*" || exit 1; \
+	done

@@ -58,7 +58,7 @@ def window_of(out: torch.Tensor, source: torch.Tensor, padding: int) -> tuple[in
 
 def test_crop_flip_is_the_per_sample_loop():
     batch = images(64)
-    for padding, hflip in ((PAD, True), (PAD, False), (0, True), (4, True)):
+    for padding, hflip in ((PAD, True), (PAD, False), (0, True), (1, True), (4, True)):
         expected, _ = reference_crop_flip(batch, padding, hflip, seed=11)
         out = random_crop_flip(batch, padding, hflip, torch.Generator().manual_seed(11))
         assert out.dtype == torch.uint8 and torch.equal(out, expected), (padding, hflip)
