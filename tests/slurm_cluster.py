@@ -1,5 +1,6 @@
-"""A real one-node SLURM cluster on localhost for tests (design/slurm.md): munge, slurmctld and
-slurmd started as daemons with their state under a temp dir, stopped again afterwards."""
+"""A real one-node SLURM cluster on localhost for tests (README.md, "Sweeps: summaries,
+launchers", the `hydra/launcher=slurm` paragraph): munge, slurmctld and slurmd started as
+daemons with their state under a temp dir, stopped again afterwards."""
 
 from __future__ import annotations
 

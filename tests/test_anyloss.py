@@ -1,5 +1,6 @@
-"""AnyLoss (losses.md §9) against a plain-Python float64 loop, its limits, extreme logits,
-argument checks, and the runner: preflight rejection on a multi-class task, a real fit."""
+"""AnyLoss (docs/methods/losses.md §9) against a plain-Python float64 loop, its limits,
+extreme logits, argument checks, and the runner: preflight rejection on a multi-class task, a
+real fit."""
 
 from __future__ import annotations
 

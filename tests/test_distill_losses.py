@@ -1,6 +1,6 @@
 """Distillation losses (src/xent/losses/distill.py) against independent float64 loop and numpy
 references, PLD's identities, teacher isolation, extreme logits and argument checks
-(design/distill.md §1, §2.1–2.4 is the spec)."""
+(docs/methods/distill.md §1, §2.1–2.4 is the spec)."""
 
 from __future__ import annotations
 
@@ -427,5 +427,6 @@ def test_pld_linear_space_nll_matches_the_logcumsumexp_reference(scale):
     ],
 )
 def test_class_defaults_are_the_papers(cls, defaults):
-    """The loss classes' own defaults (design/distill.md §2), not only their YAML files'."""
+    """The loss classes' own defaults (docs/methods/distill.md §2), not only their YAML
+    files'."""
     assert cls().hparams() == defaults

@@ -1,8 +1,8 @@
 """The knowledge the code points to is in the repository.
 
-Every `docs/....md §N` that src/ (docstrings, comments, configs) or the README cites names a
-file that exists and a section heading that file has; nothing cites a design note that lives
-outside the repository; docs/README.md indexes every docs page and the pages' relative links
+Every `docs/....md §N` that src/ (docstrings, comments, configs), tests/ or the README cites
+names a file that exists and a section heading that file has; nothing cites a design note that
+lives outside the repository; docs/README.md indexes every docs page and the pages' relative links
 resolve.
 """
 
@@ -38,9 +38,15 @@ SECTION_LINK = re.compile(r"\[[^\]]*?§\s?(\d+(?:\.\d+)*)\]\(([^)#\s]+)\)")
 
 
 def cited_sources() -> list[Path]:
-    """The files whose pointers must hold: everything under src/ that is text, and README.md."""
+    """The files whose pointers must hold: everything under src/ and tests/ that is text, and
+    README.md; not this file, whose examples cite outside notes on purpose."""
     text_suffixes = {".py", ".yaml", ".yml", ".md", ".txt", ".cfg", ".toml"}
-    files = [p for p in sorted((REPO / "src").rglob("*")) if p.suffix in text_suffixes]
+    files = [
+        p
+        for folder in ("src", "tests")
+        for p in sorted((REPO / folder).rglob("*"))
+        if p.suffix in text_suffixes and p != Path(__file__).resolve()
+    ]
     return [*files, REPO / "README.md"]
 
 

@@ -1,5 +1,6 @@
 """The loss zoo (src/xent/losses) against independent float64 references, identities,
-extreme logits, configs, argument checks, and per-sample state (losses.md is the spec)."""
+extreme logits, configs, argument checks, and per-sample state (docs/methods/losses.md is the
+spec)."""
 
 from __future__ import annotations
 
@@ -341,7 +342,8 @@ def test_aldr_kl_matches_reference_and_keeps_lambda_per_sample():
 
 
 def test_aldr_kl_lambda_range_is_lam_times_one_minus_one_over_alpha_to_lam():
-    """0 <= KL <= log K gives λ_i ∈ [λ₀(1 − 1/α), λ₀]; α = 2 → [λ₀/2, λ₀] (losses.md §5)."""
+    """0 <= KL <= log K gives λ_i ∈ [λ₀(1 − 1/α), λ₀]; α = 2 → [λ₀/2, λ₀]
+    (docs/methods/losses.md §5)."""
     loss = ALDRKLLoss(lam=10.0, alpha=2.0)
     loss.setup_samples(2)
     logits = torch.tensor([[1e4] + [-1e4] * (K - 1), [0.0] * K])

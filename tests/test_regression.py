@@ -45,7 +45,7 @@ def test_hlgauss_bin_masses_match_the_paper_numbers():
 @pytest.mark.parametrize("y,expected", [(0.123, 0.123), (9.95, 9.85)])
 def test_hlgauss_reconstruction_inside_and_near_the_edge(y, expected):
     # The mean of the target histogram recovers interior targets; near the edge truncation and
-    # renormalisation pull it inward (design note: 9.95 → 9.85 for ±10, 101 bins).
+    # renormalisation pull it inward (docs/methods/losses.md §10: 9.95 → 9.85 for ±10, 101 bins).
     loss = HLGaussLoss(v_min=-10.0, v_max=10.0, num_bins=101)
     hist = loss.target_histogram(torch.tensor([y]))
     assert loss.predict(hist.log()).item() == pytest.approx(expected, abs=6e-3)

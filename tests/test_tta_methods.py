@@ -222,9 +222,10 @@ def test_augment_draws_one_parameter_set_per_batch() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_augment_parameters_are_one_uniform_each_mapped_to_the_papers_ranges(seed: int) -> None:
-    """tta.md §1.4: brightness 0.6–1.4, contrast 0.7–1.3, saturation 0.5–1.5, hue ±0.06, gamma
-    0.7–1.3, ±15°, translate up to 1/16 of the padded size (32 + 2·16 = 64: ±4 px), scale
-    0.9–1.1, blur σ 0.001–0.5, flip with p 0.5; one colour order and 11 uniforms per draw."""
+    """docs/methods/tta.md §1.4: brightness 0.6–1.4, contrast 0.7–1.3, saturation 0.5–1.5,
+    hue ±0.06, gamma 0.7–1.3, ±15°, translate up to 1/16 of the padded size (32 + 2·16 = 64:
+    ±4 px), scale 0.9–1.1, blur σ 0.001–0.5, flip with p 0.5; one colour order and 11 uniforms
+    per draw."""
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(5, generator=g).tolist()
     u = torch.rand(11, generator=g, dtype=torch.float64).tolist()
