@@ -134,10 +134,11 @@ def earlier_sweep(sweep: Path, *, last_ckpt: bool = False, finished: bool = Fals
         (sweep / "1" / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
     if finished:
         (sweep / "1" / "metrics.json").write_text('{"status": "ok"}\n')
-    for name in ("multirun.yaml", "summary.csv", "summary.md", "notes.txt"):
+    for name in ("multirun.yaml", "summary.csv", "summary.md", "summary.txt", "notes.txt"):
         (sweep / name).write_text("x\n")
     (sweep / ".submitit").mkdir()
     (sweep / "archive" / "20260101-000000" / "0" / ".hydra").mkdir(parents=True)
+    (sweep / "outputs" / "runs" / "x" / ".hydra").mkdir(parents=True)  # not one of its jobs
 
 
 def test_the_earlier_sweep_is_its_own_files_and_job_dirs_only(tmp_path):
@@ -150,6 +151,7 @@ def test_the_earlier_sweep_is_its_own_files_and_job_dirs_only(tmp_path):
         "0",
         "1",
     ]
+    assert earlier_sweep_entries(tmp_path / "missing") == []
 
 
 @pytest.mark.parametrize(

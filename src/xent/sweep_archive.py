@@ -19,7 +19,7 @@ from xent.cli import EXIT_BAD_INPUT, EXIT_RUN_FAILED
 from xent.errors import XentError
 from xent.rundir import (
     LAST_CKPT,
-    METRICS_FILE,
+    RUN_ARTIFACTS,
     archive_entries,
     check_run_dir_writable,
     finished_run,
@@ -28,31 +28,37 @@ from xent.rundir import (
 
 ARCHIVE = "archive"
 # What a sweep writes into its sweep dir itself, next to its job dirs.
-SWEEP_FILES = ("multirun.yaml", ".submitit", "optimization_results.yaml")
-SUMMARY_GLOB = "summary.*"
-# A job dir is one holding any of these (jobs may nest: hydra.sweep.subdir=${loss}/${seed}).
-JOB_MARKERS = (METRICS_FILE, ".hydra", "checkpoints")
+# (Named one by one: a sweep dir may be a folder of the user's, whose other files stay.)
+SWEEP_FILES = (
+    "multirun.yaml",
+    ".submitit",
+    "optimization_results.yaml",
+    "summary.csv",
+    "summary.md",
+    "summary.png",
+)
 
 
-def job_dirs(sweep_dir: Path) -> set[Path]:
-    """Every dir below `sweep_dir` (archive/ aside) where a job left files."""
-    found = set()
-    for marker in JOB_MARKERS:
-        for path in sweep_dir.rglob(marker):
-            relative = path.parent.relative_to(sweep_dir)
-            if relative.parts and relative.parts[0] != ARCHIVE:
-                found.add(path.parent)
-    return found
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The folders of `sweep_dir` (archive/ aside) where a job left files: one level down, as
+    Hydra numbers them and as `xent.report.collect` reads them. Deeper folders are not looked
+    at, so a sweep dir such as `.` never takes a project's other run dirs for its jobs."""
+    if not sweep_dir.is_dir():
+        return []
+    return sorted(
+        child
+        for child in sweep_dir.iterdir()
+        if child.is_dir()
+        and child.name != ARCHIVE
+        and any((child / name).exists() for name in RUN_ARTIFACTS)
+    )
 
 
 def earlier_sweep_entries(sweep_dir: Path) -> list[str]:
     """The names in `sweep_dir` an earlier sweep left: its own files first (multirun.yaml's
-    time stamps the archive), then its summary files and the top folders of its job dirs.
-    Anything else in the dir is not the sweep's and stays where it is."""
+    time stamps the archive), then its job dirs. Anything else in the dir stays where it is."""
     names = [name for name in SWEEP_FILES if (sweep_dir / name).exists()]
-    names += sorted(path.name for path in sweep_dir.glob(SUMMARY_GLOB))
-    tops = {path.relative_to(sweep_dir).parts[0] for path in job_dirs(sweep_dir)}
-    return names + sorted(tops)
+    return names + [job.name for job in job_dirs(sweep_dir)]
 
 
 def sweep_starts_fresh(cfg: DictConfig, sweep_dir: Path) -> bool:
@@ -74,7 +80,7 @@ def starts_inside(ckpt_path: Any, sweep_dir: Path) -> bool:
 
 def archive_previous_sweep(sweep_dir: Path) -> Path | None:
     """Move an earlier sweep's files into sweep_dir/archive/<stamp>/; None if there are none."""
-    names = earlier_sweep_entries(sweep_dir) if sweep_dir.is_dir() else []
+    names = earlier_sweep_entries(sweep_dir)
     return archive_entries(sweep_dir, names) if names else None
 
 
