@@ -105,9 +105,8 @@ def archive_before_sweep(config: DictConfig) -> None:
     earlier sweep there unless this one resumes it or starts from a checkpoint inside it."""
     sweep_dir = Path(str(config.hydra.sweep.dir))
     check_run_dir_writable(sweep_dir, key="hydra.sweep.dir")
-    if not sweep_starts_fresh(config, sweep_dir) or starts_inside(
-        config.get("ckpt_path"), sweep_dir
-    ):
+    resumes = not sweep_starts_fresh(config, sweep_dir)
+    if resumes or starts_inside(config.get("ckpt_path"), sweep_dir):
         return
     moved = archive_previous_sweep(sweep_dir)
     if moved:
