@@ -53,16 +53,17 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def check_run_dir_writable(run_dir: Path) -> None:
+def check_run_dir_writable(run_dir: Path, key: str = "hydra.run.dir") -> None:
     """The run dir (or the folder it will be made in) must take files: checked before an
     earlier run is set aside, so a path under a file or on a read-only disk fails in one line
-    and leaves everything as it was. (os.access, not a test write: nothing is written.)"""
+    and leaves everything as it was. (os.access, not a test write: nothing is written.) `key`
+    is the override the message names (a sweep's dir: hydra.sweep.dir)."""
     from xent.errors import ConfigError
 
     existing = Path(run_dir)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
-    what = f"hydra.run.dir={run_dir}"
+    what = f"{key}={run_dir}"
     if not existing.is_dir():
         raise ConfigError(f"{what}: cannot make it, {existing} is a file, not a directory")
     if os.statvfs(existing).f_flag & os.ST_RDONLY:
@@ -75,17 +76,22 @@ def archive_previous_run(run_dir: Path) -> Path | None:
     """Move an earlier run's files into run_dir/archive/<stamp>/ before a fresh run reuses it."""
     present = [name for name in RUN_ARTIFACTS if (run_dir / name).exists()]
     present += [p.name for p in run_dir.glob("*.log")]
-    if not present:
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((run_dir / present[0]).stat().st_mtime))
-    target = run_dir / "archive" / stamp
+    return archive_entries(run_dir, present) if present else None
+
+
+def archive_entries(directory: Path, names: list[str]) -> Path:
+    """Move `names` (entries of `directory`) into directory/archive/<stamp>/, the stamp being
+    the first one's modification time (`-1`, `-2`, ... when that folder is taken)."""
+    first = (directory / names[0]).stat().st_mtime
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(first))
+    target = directory / "archive" / stamp
     suffix = 1
     while target.exists():
-        target = run_dir / "archive" / f"{stamp}-{suffix}"
+        target = directory / "archive" / f"{stamp}-{suffix}"
         suffix += 1
     target.mkdir(parents=True)
-    for name in present:
-        shutil.move(str(run_dir / name), str(target / name))
+    for name in names:
+        shutil.move(str(directory / name), str(target / name))
     return target
 
 
