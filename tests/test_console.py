@@ -59,3 +59,12 @@ def test_a_sweep_jobs_line_says_its_outcome_in_one_line():
         "#4 loss=anyloss: failed (see its error.log), 3.0 s"
     )
     assert job_line(5, [], None, 0.5) == "#5 (no overrides): no metrics.json, 0.5 s"
+    # a headline metric the job reported as null (non-finite) or not at all is skipped, not a crash
+    unvalidated = {"status": "ok", "best/val_w2": None, "test/w2": 0.5}
+    assert job_line(6, ["loss.eps=5"], unvalidated, 1.0, ["best/val_w2", "test/w2"]) == (
+        "#6 loss.eps=5: ok, test/w2 0.5000, 1.0 s"
+    )
+    cut = {"status": "interrupted", "seed": 0, "epochs": 1}
+    assert job_line(7, ["seed=0"], cut, 9.0) == (
+        "#7 seed=0: interrupted (resume=true continues it), 9.0 s"
+    )

@@ -224,11 +224,14 @@ def job_line(
     time. The job's config, progress and result table are in its own xent.log."""
     if result is None:
         outcome = "no metrics.json"
+    elif result.get("status") == "interrupted":
+        outcome = "interrupted (resume=true continues it)"
     elif result.get("status") != "ok":
         outcome = "failed (see its error.log)"
     else:
         row = Row("job", values={k: [v] for k, v in result.items() if isinstance(v, int | float)})
-        shown = [m for m in (headline or ()) if m in result] or list(reported_metrics([row]))
+        # A headline metric the job did not report, or reported as null (non-finite), is skipped.
+        shown = [m for m in (headline or ()) if m in row.values] or list(reported_metrics([row]))
         outcome = "ok" + "".join(f", {m} {format_stat(row.values[m])}" for m in shown[:1])
     label = " ".join(overrides) or "(no overrides)"
     return f"#{num} {label}: {outcome}, {seconds:.1f} s"
