@@ -183,3 +183,27 @@ def test_bad_input_sees_the_users_folder(user_dir, monkeypatch):
         except AssertionError as err:  # every case's verdict, not just the first one's
             problems.append(f"{name}: {str(err).splitlines()[0]}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("entry", ["file://{root}/userconf", "pkg://userpkg.conf"])
+def test_search_path_folders_extend_the_known_groups_and_keys(tmp_path, monkeypatch, entry):
+    """A group of the user's own (`+notes=short`) and a top-level key an experiment of theirs
+    adds pass the command-line check only with their folder on the search path, given as a
+    file:// folder or as a pkg:// package."""
+    from xent.command_line import check_overrides
+    from xent.errors import ConfigError
+
+    for conf in (tmp_path / "userconf", tmp_path / "userpkg" / "conf"):
+        (conf / "notes").mkdir(parents=True)
+        (conf / "notes" / "short.yaml").write_text("text: hi\n")
+        (conf / "experiment").mkdir()
+        (conf / "experiment" / "mine.yaml").write_text("# @package _global_\nmy_width: 8\n")
+    for package in ("userpkg", "userpkg/conf"):
+        (tmp_path / package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    search_path = f"hydra.searchpath=[{entry.format(root=tmp_path)}]"
+    check_overrides([search_path, "+notes=short", "experiment=mine", "my_width=16"])
+    with pytest.raises(ConfigError, match="^unknown key 'notes'; valid top-level keys: "):
+        check_overrides(["+notes=short"])
+    with pytest.raises(ConfigError, match="^unknown key 'my_width'; valid top-level keys: "):
+        check_overrides(["experiment=mine", "my_width=16"])
