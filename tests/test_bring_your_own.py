@@ -152,7 +152,8 @@ def loss_options() -> list[str]:
 def test_bad_input_sees_the_users_folder(user_dir, monkeypatch):
     """(4) a misspelt user option lists the user's options too; (5) a `_target_` that does not
     import fails in one line naming the key; `=null` and the experiment's own keys are checked
-    against the user's folder too. Each before anything is written."""
+    against the user's folder too, and a search path folder that is not there is refused (Hydra
+    only warns, and would run without it). Each before anything is written."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(user_dir), os.environ["PYTHONPATH"]]))
     valid_losses = ", ".join(loss_options())
     bad = {
@@ -170,6 +171,12 @@ def test_bad_input_sees_the_users_folder(user_dir, monkeypatch):
             [SEARCH_PATH, "loss=null"],
             f"loss=null: loss is a config group; pick an option ({valid_losses}) or drop it "
             "with ~loss",
+        ),
+        "misspelt search path folder": (
+            ["hydra.searchpath=[file://confs]", "loss=my_loss"],
+            f"hydra.searchpath: file://confs is not a folder; expected file://DIR (a path "
+            f"absolute or relative to {user_dir}) or pkg://PACKAGE (an importable package with "
+            "an __init__.py)",
         ),
         "experiment key of a wrong type": (
             [SEARCH_PATH, "experiment=my_exp", "my_epochs=abc"],

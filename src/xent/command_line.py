@@ -32,19 +32,37 @@ def is_run(argv: list[str]) -> bool:
     return all(not arg.startswith("-") or arg in MULTIRUN_FLAGS for arg in argv)
 
 
-def conf_dirs(overrides: list[Override]) -> tuple[Path, ...]:
-    """The package's conf, then each folder a `hydra.searchpath=[file://DIR, pkg://module]`
-    override adds: a user's own options, groups and experiment keys are as valid as ours."""
-    dirs = [CONF_DIR]
+def _search_path_entries(overrides: list[Override]) -> list[str]:
+    """The entries of `hydra.searchpath=[file://DIR, pkg://module]` overrides, in order."""
+    entries: list[str] = []
     for override in overrides:
         if override.key_or_group != SEARCH_PATH_KEY or override.is_sweep_override():
             continue
         value = override.value()
-        for entry in value if isinstance(value, list) else [value]:
-            folder = _search_path_folder(str(entry))
-            if folder is not None and folder.is_dir():
-                dirs.append(folder)
-    return tuple(dirs)
+        entries += [str(entry) for entry in (value if isinstance(value, list) else [value])]
+    return entries
+
+
+def conf_dirs(overrides: list[Override]) -> tuple[Path, ...]:
+    """The package's conf, then each folder the search path adds: a user's own options, groups
+    and experiment keys are as valid as ours."""
+    found = (_search_path_folder(entry) for entry in _search_path_entries(overrides))
+    return (CONF_DIR, *(folder for folder in found if folder is not None and folder.is_dir()))
+
+
+def check_search_path(overrides: list[Override]) -> None:
+    """A misspelt search path folder: Hydra only warns, and the run trains without the user's
+    configs (or fails on an option it cannot find, far from the cause)."""
+    for entry in _search_path_entries(overrides):
+        if not entry.startswith(("file://", "pkg://")):
+            continue  # structured:// and the like: Hydra's to check
+        folder = _search_path_folder(entry)
+        if folder is None or not folder.is_dir():
+            raise ConfigError(
+                f"{SEARCH_PATH_KEY}: {entry} is not a folder; expected file://DIR (a path "
+                f"absolute or relative to {Path.cwd()}) or pkg://PACKAGE (an importable package "
+                "with an __init__.py)"
+            )
 
 
 def conf_dirs_of(argv: list[str]) -> tuple[Path, ...]:
@@ -64,11 +82,13 @@ def _search_path_folder(entry: str) -> Path | None:
     if scheme == "file":
         return Path(rest)
     if scheme == "pkg":
-        try:
+        try:  # imports the parent packages, as Hydra's own look-up will
             spec = importlib.util.find_spec(rest.replace("/", "."))
-        except (ImportError, ValueError):
+        except Exception:  # noqa: BLE001 - a package that fails to import: Hydra says so
             return None
-        locations = list(spec.submodule_search_locations or []) if spec else []
+        if spec is None or not spec.has_location:  # none, or a namespace package
+            return None  # (Hydra reads configs only from a package with an __init__.py)
+        locations = list(spec.submodule_search_locations or [])
         return Path(locations[0]) if locations else None
     return None
 
@@ -168,5 +188,6 @@ def check_overrides(argv: list[str]) -> None:
     except HydraException:
         return
     check_top_level_keys(overrides)
+    check_search_path(overrides)
     if not MULTIRUN_FLAGS & set(argv):
         check_sweeps_need_multirun(overrides)
