@@ -58,8 +58,9 @@ def user_dir(tmp_path_factory) -> Path:
 
 
 def user_env(words: list[str]) -> tuple[dict[str, str], list[str]]:
-    """`PYTHONPATH=. xent-run ARGS` -> (its environment, ARGS); PYTHONPATH is put before this
-    one's, which makes this checkout's xent the one imported."""
+    """`PYTHONPATH=. xent-run ARGS` -> (its environment, ARGS). The README's PYTHONPATH goes
+    before this process's, which is kept: it may be what makes this checkout's xent the one
+    imported."""
     env = {}
     while "=" in words[0]:
         key, _, value = words.pop(0).partition("=")
