@@ -14,7 +14,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from xent.command_line import check_overrides
+from xent.command_line import CONF_DIR, check_overrides, conf_dirs_of, group_options
 from xent.fast_help import HELP_FLAGS, share_group_listing_repository
 
 CONFIG_MODULE = "xent.conf"
@@ -92,7 +92,8 @@ def preflight_single_run(overrides: list[str]) -> None:
         # before it, in a fraction of a second
         from xent.preflight import build_parts, check_override_types
 
-        value_overrides = [o for o in overrides if _is_value_override(o)]
+        dirs = conf_dirs_of(overrides)
+        value_overrides = [o for o in overrides if _is_value_override(o, dirs)]
         group_overrides = [o for o in overrides if o not in value_overrides]
         defaults = compose(CONFIG_NAME, overrides=group_overrides, return_hydra_config=True)
         check_override_types(defaults, value_overrides)
@@ -172,7 +173,7 @@ def check_group_values(argv: list[str]) -> None:
         if arg.startswith("-") or key.startswith("~") or value != "null":
             continue
         group = key.lstrip("+")
-        options = sorted(p.stem for p in (Path(__file__).parent / "conf" / group).glob("*.yaml"))
+        options = group_options(group, conf_dirs_of(argv))
         if options:
             raise ConfigError(
                 f"{group}=null: {group} is a config group; pick an option "
@@ -193,15 +194,15 @@ def route_optuna_logs(argv: list[str]) -> None:
     optuna.logging.enable_propagation()
 
 
-def _is_value_override(override: str) -> bool:
-    """`a.b=1` or `seed=1` set values; `loss=gce`, `+experiment=x` pick config files."""
+def _is_value_override(override: str, dirs: tuple[Path, ...] = (CONF_DIR,)) -> bool:
+    """`a.b=1` or `seed=1` set values; `loss=gce`, `+experiment=x` pick config files (of the
+    package's conf or of a user's folder on `hydra.searchpath`, as `dirs` lists them)."""
     key = override.split("=", 1)[0].lstrip("~+")
     if key.startswith("hydra."):
         return False  # hydra.searchpath etc. shape composition itself
     if "." in key:
         return True
-    conf_dir = Path(__file__).parent / "conf"
-    return not (conf_dir / key).is_dir() and key != "hydra"
+    return not any((folder / key).is_dir() for folder in dirs) and key != "hydra"
 
 
 def one_line(err: BaseException) -> str:

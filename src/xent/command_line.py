@@ -9,6 +9,7 @@ Light imports only: this runs before every command, `-m` sweeps included.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from functools import cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from xent.errors import ConfigError
 
 CONF_DIR = Path(__file__).parent / "conf"
 MULTIRUN_FLAGS = {"-m", "--multirun"}
+SEARCH_PATH_KEY = "hydra.searchpath"
 _GLOBAL_PACKAGE = re.compile(r"^#\s*@package\s+_global_\s*$", re.M)
 
 
@@ -30,12 +32,81 @@ def is_run(argv: list[str]) -> bool:
     return all(not arg.startswith("-") or arg in MULTIRUN_FLAGS for arg in argv)
 
 
+def _search_path_entries(overrides: list[Override]) -> list[str]:
+    """The entries of `hydra.searchpath=[file://DIR, pkg://module]` overrides, in order."""
+    entries: list[str] = []
+    for override in overrides:
+        if override.key_or_group != SEARCH_PATH_KEY or override.is_sweep_override():
+            continue
+        value = override.value()
+        entries += [str(entry) for entry in (value if isinstance(value, list) else [value])]
+    return entries
+
+
+def conf_dirs(overrides: list[Override]) -> tuple[Path, ...]:
+    """The package's conf, then each folder the search path adds: a user's own options, groups
+    and experiment keys are as valid as ours."""
+    found = (_search_path_folder(entry) for entry in _search_path_entries(overrides))
+    return (CONF_DIR, *(folder for folder in found if folder is not None and folder.is_dir()))
+
+
+def check_search_path(overrides: list[Override]) -> None:
+    """A misspelt search path folder: Hydra only warns, and the run trains without the user's
+    configs (or fails on an option it cannot find, far from the cause)."""
+    for entry in _search_path_entries(overrides):
+        if not entry.startswith(("file://", "pkg://")):
+            continue  # structured:// and the like: Hydra's to check
+        folder = _search_path_folder(entry)
+        if folder is None or not folder.is_dir():
+            raise ConfigError(
+                f"{SEARCH_PATH_KEY}: {entry} is not a folder; expected file://DIR (a path "
+                f"absolute or relative to {Path.cwd()}) or pkg://PACKAGE (an importable package "
+                "with an __init__.py)"
+            )
+
+
+def conf_dirs_of(argv: list[str]) -> tuple[Path, ...]:
+    """`conf_dirs` of a command line as typed; the package's conf alone where it does not parse
+    (Hydra then names the bad override itself)."""
+    typed = [arg for arg in argv if not arg.startswith("-")]
+    try:
+        return conf_dirs(OverridesParser.create().parse_overrides(typed))
+    except HydraException:
+        return (CONF_DIR,)
+
+
+def _search_path_folder(entry: str) -> Path | None:
+    """The folder of a search path entry: `file://DIR` (relative to the working directory, as
+    Hydra reads it) or `pkg://module`; None for what cannot be found (Hydra's to report)."""
+    scheme, _, rest = entry.partition("://")
+    if scheme == "file":
+        return Path(rest)
+    if scheme == "pkg":
+        try:  # imports the parent packages, as Hydra's own look-up will
+            spec = importlib.util.find_spec(rest.replace("/", "."))
+        except Exception:  # noqa: BLE001 - a package that fails to import: Hydra says so
+            return None
+        if spec is None or not spec.has_location:  # none, or a namespace package
+            return None  # (Hydra reads configs only from a package with an __init__.py)
+        locations = list(spec.submodule_search_locations or [])
+        return Path(locations[0]) if locations else None
+    return None
+
+
 @cache
-def config_groups() -> frozenset[str]:
-    """The top-level config groups: conf's folders (hydra, loss, teacher, flow_pair, ...)."""
+def config_groups(dirs: tuple[Path, ...] = (CONF_DIR,)) -> frozenset[str]:
+    """The top-level config groups: the conf folders' folders (hydra, loss, teacher, ...)."""
     return frozenset(
-        p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
+        p.name
+        for folder in dirs
+        for p in folder.iterdir()
+        if p.is_dir() and not p.name.startswith(("_", "."))
     )
+
+
+def group_options(group: str, dirs: tuple[Path, ...] = (CONF_DIR,)) -> list[str]:
+    """A group's options (`loss` -> aldr_kl, ..., zloss), the user's own folders' included."""
+    return sorted({p.stem for folder in dirs for p in (folder / group).glob("*.yaml")})
 
 
 def _keys_of(path: Path) -> set[str]:
@@ -49,11 +120,11 @@ def root_keys() -> frozenset[str]:
 
 
 @cache
-def global_keys() -> frozenset[str]:
+def global_keys(dirs: tuple[Path, ...] = (CONF_DIR,)) -> frozenset[str]:
     """Top-level keys that an experiment or pair config adds (dkd_beta, crd_lr, ...): valid
     with that config selected, where Hydra itself checks them."""
     keys: set[str] = set()
-    for path in CONF_DIR.glob("*/*.yaml"):
+    for path in (path for folder in dirs for path in folder.glob("*/*.yaml")):
         text = path.read_text()
         if _GLOBAL_PACKAGE.search(text):
             keys |= _keys_of(path)
@@ -65,22 +136,25 @@ def top_level_name(override: Override) -> str:
     return re.split(r"[./]", override.key_or_group, maxsplit=1)[0]
 
 
-def unknown_key_message(name: str) -> str:
+def unknown_key_message(name: str, dirs: tuple[Path, ...] = (CONF_DIR,)) -> str:
     """The nearest valid top-level key, or the list of them when none is near."""
-    near = difflib.get_close_matches(name, sorted(config_groups() | root_keys() | global_keys()))
+    known = config_groups(dirs) | root_keys() | global_keys(dirs)
+    near = difflib.get_close_matches(name, sorted(known))
     if near:
         return f"unknown key '{name}'; did you mean '{near[0]}'?"
-    valid = ", ".join(sorted(config_groups() | root_keys()))
+    valid = ", ".join(sorted(config_groups(dirs) | root_keys()))
     return f"unknown key '{name}'; valid top-level keys: {valid}"
 
 
 def check_top_level_keys(overrides: list[Override]) -> None:
-    """Every override must set, add under, pick or drop something of a known top-level key."""
-    known = config_groups() | root_keys() | global_keys()
+    """Every override must set, add under, pick or drop something of a known top-level key
+    (the user's config folders on `hydra.searchpath` count)."""
+    dirs = conf_dirs(overrides)
+    known = config_groups(dirs) | root_keys() | global_keys(dirs)
     for override in overrides:
         name = top_level_name(override)
         if name not in known:
-            raise ConfigError(unknown_key_message(name))
+            raise ConfigError(unknown_key_message(name, dirs))
 
 
 def _sweep_kind(override: Override) -> str:
@@ -114,5 +188,6 @@ def check_overrides(argv: list[str]) -> None:
     except HydraException:
         return
     check_top_level_keys(overrides)
+    check_search_path(overrides)
     if not MULTIRUN_FLAGS & set(argv):
         check_sweeps_need_multirun(overrides)

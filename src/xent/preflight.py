@@ -53,7 +53,22 @@ def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
     node = cfg.get(group)
     if node is None or OmegaConf.select(node, "_target_", default=None) is None:
         return None
+    check_target_imports(group, str(node._target_))
     return call_checked(cfg, group, instantiate, config=node, **kwargs)
+
+
+def check_target_imports(group: str, target: str) -> None:
+    """`loss._target_=mypkg.MyLoss` names code that must be importable: say which key named
+    what could not be found, and where Python looks, instead of Hydra's "Error locating"."""
+    from hydra._internal.utils import _locate  # get_object: the same, but logs to stderr
+
+    try:
+        _locate(target)
+    except Exception as err:  # noqa: BLE001 - reported to the user, not swallowed
+        raise ConfigError(
+            f"{group}._target_={target} cannot be imported ({root_message(err)}); its package "
+            "must be installed or on PYTHONPATH"
+        ) from err
 
 
 def call_checked(cfg: DictConfig, group: str, fn: Any, **kwargs: Any) -> Any:
