@@ -14,9 +14,9 @@ from tests.cli_batch import Command, run_commands
 from tests.conftest import composed, write_cifar
 from xent.losses import DKDLoss, KDLoss
 from xent.preflight import build_parts
+from xent.pretrained import cache_dir, obtain_teacher
 from xent.run import run
 from xent.tasks.distill import DistillTask
-from xent.teacher import cache_dir, obtain_teacher
 
 FAST = ["trainer.max_epochs=1", "logger=none", "teacher.recipe.epochs=2"]
 
@@ -84,7 +84,7 @@ def test_teacher_stays_frozen_and_outside_the_checkpoint(tmp_path, teacher_run):
     run_dir, _ = teacher_run
     cfg = composed(tmp_path, "loss=dkd", f"teacher.ckpt={run_dir / 'checkpoints/last.ckpt'}")
     parts = build_parts(cfg)
-    teacher, _ = obtain_teacher(cfg)
+    teacher, _ = obtain_teacher(cfg, train=run)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     task = instantiate(
         cfg.task,
