@@ -37,6 +37,7 @@ LINTED := $(wildcard src tests scripts)
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports --no-cache --no-logo
 
 ## Re-resolve requirements.lock from pyproject.toml's ranges (what the registry serves today).
 lock:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from tests.conftest import assert_one_line_error, run_bad_commands
 from xent.console import print_results
-from xent.report import Row
-from xent.sweep import print_summary
+from xent.report import Row, print_summary
 
 
 def test_a_long_value_is_printed_whole_when_stdout_is_not_a_terminal(capsys, monkeypatch):

@@ -11,9 +11,9 @@ import torch
 
 import xent.data.corrupted as corrupted_mod
 from tests.conftest import write_cifar
-from xent.corrupt.cli import main
 from xent.corrupt.corruptions import CORRUPTIONS, apply, corruption_seed
 from xent.corrupt.layout import check_layout, read_corruption, read_meta, write_corrupted
+from xent.corrupt_cli import main
 from xent.data.base import Split
 from xent.data.corrupted import (
     CorruptedStreamDataModule,

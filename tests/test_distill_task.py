@@ -14,9 +14,9 @@ from tests.cli_batch import Command, run_commands
 from tests.conftest import composed, write_cifar
 from xent.losses import DKDLoss, KDLoss
 from xent.preflight import build_parts
+from xent.pretrained import cache_dir, obtain_teacher
 from xent.run import run
 from xent.tasks.distill import DistillTask
-from xent.teacher import cache_dir, obtain_teacher
 
 FAST = ["trainer.max_epochs=1", "logger=none", "teacher.recipe.epochs=2"]
 
@@ -54,6 +54,39 @@ def test_cache_key_follows_model_data_recipe_and_seed(tmp_path):
     assert cache_dir(composed(tmp_path, "loss=pld", "teacher=resnet56")).name.startswith("resnet56")
 
 
+def test_a_missing_teacher_is_trained_once_by_the_function_the_caller_passes(tmp_path):
+    """xent.pretrained imports no runner: the caller passes the function that trains (the
+    runner passes its `run`). It gets a CE classify run of the teacher into the cache entry,
+    once; the entry's last checkpoint becomes teacher.pt, loaded frozen."""
+    cfg = composed(tmp_path, "loss=kd", f"paths.teachers={tmp_path / 'teachers'}")
+    torch.manual_seed(0)
+    weights = instantiate(cfg.teacher.model).state_dict()
+    run_configs = []
+
+    def train(run_cfg):
+        run_configs.append(run_cfg)
+        checkpoints = Path(run_cfg.paths.output_dir) / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        torch.save(
+            {"state_dict": {f"net.{k}": v for k, v in weights.items()}}, checkpoints / "last.ckpt"
+        )
+        return {"test/acc": 0.5}
+
+    first, path = obtain_teacher(cfg, train=train)
+    again, _ = obtain_teacher(cfg, train=train)
+    assert len(run_configs) == 1
+    assert path == cache_dir(cfg) / "teacher.pt" and path.is_file()
+    (run_cfg,) = run_configs
+    assert run_cfg.paths.output_dir == str(cache_dir(cfg))
+    assert run_cfg.task._target_ == "xent.tasks.classify.ClassifyTask"
+    assert run_cfg.loss._target_ == "torch.nn.CrossEntropyLoss"
+    assert run_cfg.trainer.max_epochs == 30 and run_cfg.seed == 0
+    assert "teacher" not in run_cfg
+    for teacher in (first, again):
+        assert all(torch.equal(v, weights[k]) for k, v in teacher.state_dict().items())
+        assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+
+
 def test_teacher_from_a_runner_checkpoint_and_a_plain_state_dict(tmp_path, teacher_run):
     """The loaded teacher scores on the test split exactly what its own run measured."""
     run_dir, result = teacher_run
@@ -84,7 +117,7 @@ def test_teacher_stays_frozen_and_outside_the_checkpoint(tmp_path, teacher_run):
     run_dir, _ = teacher_run
     cfg = composed(tmp_path, "loss=dkd", f"teacher.ckpt={run_dir / 'checkpoints/last.ckpt'}")
     parts = build_parts(cfg)
-    teacher, _ = obtain_teacher(cfg)
+    teacher, _ = obtain_teacher(cfg, train=run)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     task = instantiate(
         cfg.task,

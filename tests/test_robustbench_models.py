@@ -219,7 +219,7 @@ def test_a_checkpoint_carrying_the_normalisation_constants_loads_as_a_source(tmp
     from omegaconf import OmegaConf
 
     from xent.errors import ConfigError
-    from xent.teacher import load_weights
+    from xent.pretrained import load_weights
 
     cfg = OmegaConf.create({"source": {"model": {"_target_": "xent.models.resnext29"}}})
     model = resnext29(num_classes=100)

@@ -23,7 +23,7 @@ from xent.checkpoint_io import (
     UnsafeCheckpointError,
     load_weights_only,
 )
-from xent.teacher import WEIGHTS_FILE, cache_dir
+from xent.pretrained import WEIGHTS_FILE, cache_dir
 
 CONF = REPO / "src" / "xent" / "conf"
 # Where a `_target_` of the runner's own configs may point. No Hydra plugin targets

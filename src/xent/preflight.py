@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import copy
-import errno
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,10 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from xent.errors import ConfigError, XentError
-from xent.teacher import adapts_source_model, check_teacher, missing_node, needs_teacher
+from xent.errors import ConfigError, XentError, root_message
+from xent.pretrained import adapts_source_model, check_teacher, missing_node, needs_teacher
 
 EVAL_CKPT_CHOICES = ("last", "best")
-# "loss.q=2 must be ...": a message that already names its config key needs no type prefix.
-_NAMES_ITS_KEY = re.compile(r"^[a-z_]+(\.[A-Za-z_]\w*)+=")
 
 
 @dataclass
@@ -79,34 +75,6 @@ def call_checked(cfg: DictConfig, group: str, fn: Any, **kwargs: Any) -> Any:
         raise
     except Exception as err:  # noqa: BLE001 - reported to the user, not swallowed
         raise ConfigError(f"{_choice(cfg, group)}: {root_message(err)}") from err
-
-
-def root_message(err: BaseException) -> str:
-    """The innermost cause's message, on one line: what actually went wrong.
-
-    A full disk wins wherever it is in the chain: torch's zip writer, for one, reports it as
-    "unexpected pos" while handling the OSError that says so.
-    """
-    full = _disk_full(err)
-    if full is not None:
-        return f"{type(full).__name__}: {' '.join(str(full).split())}"
-    while err.__cause__ is not None:
-        err = err.__cause__
-    text = " ".join(str(err).split())
-    if isinstance(err, XentError) or _NAMES_ITS_KEY.match(text):
-        return text
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _disk_full(err: BaseException | None) -> OSError | None:
-    """The "No space left on device" (or quota) error behind `err`, if any."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def check_values(cfg: DictConfig) -> None:

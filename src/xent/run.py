@@ -16,8 +16,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xent.checkpoint_io import AtomicCheckpointIO
 from xent.console import print_config, print_results
+from xent.errors import root_message
 from xent.guards import keep_sigint_handler, stop_on_sigterm
-from xent.preflight import build_parts, root_message
+from xent.preflight import build_parts
+from xent.pretrained import adapts_source_model, needs_teacher, obtain_teacher, trained_here
 from xent.rundir import (
     CONTINUE,
     FINISHED,
@@ -31,7 +33,6 @@ from xent.rundir import (
     write_metrics,
 )
 from xent.tasks.tta import setup_cache_file
-from xent.teacher import adapts_source_model, needs_teacher, obtain_teacher, trained_here
 
 log = logging.getLogger("xent")
 
@@ -190,10 +191,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         task_extras: dict[str, Any] = {}
         net = parts.net
         if needs_teacher(parts.loss):
-            task_extras["teacher"], teacher_path = obtain_teacher(cfg)
+            task_extras["teacher"], teacher_path = obtain_teacher(cfg, train=run)
             metrics["teacher"] = str(teacher_path)
         if adapts_source_model(cfg):  # task=tta: the net is the pretrained source model
-            net, source_path = obtain_teacher(cfg, "source")
+            net, source_path = obtain_teacher(cfg, "source", train=run)
             metrics["source"] = str(source_path)
             task_extras["setup_cache"] = str(setup_cache_file(cfg, source_path))
             if cfg.task.get("input_norm") == "auto":

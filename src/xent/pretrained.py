@@ -9,6 +9,10 @@ A cached model lives in `paths.teachers/<model>-<data>-<key>/`, a run dir of its
 metrics.json, checkpoints, log) plus `teacher.pt`, the plain state dict runs load. The key
 hashes what determines the weights: the model, the data, the recipe and the seed. Jobs that
 need the same missing model take a file lock, so it is trained once.
+
+A missing model is trained by a `RunTrainer` the caller passes in (the runner passes
+`xent.run.run`), so this module imports no runner code: the runner, its preflight and the tasks
+all build on it, never the reverse.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +29,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from xent.errors import ConfigError
+from xent.errors import ConfigError, root_message
 
 log = logging.getLogger("xent")
 
 WEIGHTS_FILE = "teacher.pt"
 # Data keys that do not change what a teacher learns (where files live, loader workers).
 _DATA_KEYS_NOT_IN_KEY = ("root", "download", "num_workers", "shuffle_seed", "eval_batch_size")
+# Trains one run config into its `paths.output_dir` and returns its metrics (`xent.run.run`).
+RunTrainer = Callable[[DictConfig], dict[str, Any]]
 
 
 def needs_teacher(loss: torch.nn.Module) -> bool:
@@ -128,8 +135,6 @@ def build_teacher_model(cfg: DictConfig, key: str = "teacher") -> torch.nn.Modul
     try:
         return instantiate(cfg[key].model)
     except Exception as err:  # noqa: BLE001 - reported in one line
-        from xent.preflight import root_message
-
         raise ConfigError(f"{key}.model: {root_message(err)}") from err
 
 
@@ -140,6 +145,8 @@ def read_state_dict(path: Path, key: str = "teacher") -> dict[str, torch.Tensor]
     or a plain state dict of the model, also wrapped (`{"state_dict": ...}`, `{"model": ...}`)
     or saved from DataParallel (`module.` prefixes), as RobustBench's checkpoints are.
     """
+    # Here, not at the top: checkpoint_io loads Lightning, which the preflight's first checks
+    # (override types) do without.
     from xent.checkpoint_io import CheckpointLoadError, load_weights_only
     from xent.models.robustbench import unwrap_state_dict
 
@@ -150,8 +157,6 @@ def read_state_dict(path: Path, key: str = "teacher") -> dict[str, torch.Tensor]
     except CheckpointLoadError as err:  # refused as code, or not a whole file: say which
         raise ConfigError(f"{key}.ckpt={path}: {err.problem}") from err
     except Exception as err:  # noqa: BLE001 - reported in one line
-        from xent.preflight import root_message
-
         raise ConfigError(f"{key}.ckpt={path}: cannot load it ({root_message(err)})") from err
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         inner = loaded["state_dict"]
@@ -234,8 +239,11 @@ def check_teacher(cfg: DictConfig, key: str = "teacher") -> None:
         load_weights(model, path, cfg, key)
 
 
-def obtain_teacher(cfg: DictConfig, key: str = "teacher") -> tuple[torch.nn.Module, Path]:
-    """The frozen model: loaded, or trained into the cache first (once, under a lock)."""
+def obtain_teacher(
+    cfg: DictConfig, key: str = "teacher", *, train: RunTrainer
+) -> tuple[torch.nn.Module, Path]:
+    """The frozen model: loaded, or trained into the cache first by `train` (once, under a
+    lock)."""
     path, must_train = teacher_source(cfg, key)
     if must_train:
         from filelock import FileLock
@@ -244,7 +252,7 @@ def obtain_teacher(cfg: DictConfig, key: str = "teacher") -> tuple[torch.nn.Modu
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not path.is_file():  # another job may have trained it while we waited
-                train_teacher(cfg, entry, key)
+                train_teacher(cfg, entry, key, train)
     return load_weights(build_teacher_model(cfg, key), path, cfg, key), path
 
 
@@ -280,14 +288,13 @@ def teacher_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> Di
     return tcfg
 
 
-def train_teacher(cfg: DictConfig, entry: Path, key: str = "teacher") -> dict[str, Any]:
-    """Train the model with CE and its own recipe; write `teacher.pt` last (atomically)."""
-    from xent.run import run
-
+def train_teacher(cfg: DictConfig, entry: Path, key: str, train: RunTrainer) -> dict[str, Any]:
+    """Train the model with CE and its own recipe (through `train`); write `teacher.pt` last
+    (atomically: temp file, fsync, rename)."""
     log.info("training %s model %s into the cache: %s", key, _model_name(cfg, key), entry)
-    metrics = run(teacher_run_config(cfg, entry, key))
+    metrics = train(teacher_run_config(cfg, entry, key))
     weights = read_state_dict(entry / "checkpoints" / "last.ckpt", key)
-    from xent.checkpoint_io import atomic_torch_save  # temp file, fsync, rename
+    from xent.checkpoint_io import atomic_torch_save
 
     atomic_torch_save(weights, entry / WEIGHTS_FILE)
     log.info("%s model cached: test/acc=%.4f", key, metrics.get("test/acc", float("nan")))
