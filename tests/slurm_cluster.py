@@ -14,6 +14,15 @@ from pathlib import Path
 
 BINARIES = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "sinfo")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
+# How a test sweep asks the one-node cluster for its jobs: its partition, no GPU, small jobs.
+LAUNCHER_ARGS = (
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=10",
+)
 
 
 def missing_reason() -> str | None:

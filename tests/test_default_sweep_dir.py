@@ -99,7 +99,7 @@ def test_an_optuna_search_without_a_sweep_dir_lands_in_outputs_multiruns(tmp_pat
 
 @pytest.mark.slurm
 def test_a_slurm_sweep_without_a_sweep_dir_lands_in_outputs_multiruns(tmp_path):
-    from tests.slurm_cluster import Cluster, missing_reason
+    from tests.slurm_cluster import LAUNCHER_ARGS, Cluster, missing_reason
 
     reason = missing_reason()
     if reason:
@@ -109,12 +109,7 @@ def test_a_slurm_sweep_without_a_sweep_dir_lands_in_outputs_multiruns(tmp_path):
         work.mkdir()
         sweep = run_sweep(
             work,
-            "hydra/launcher=slurm",
-            "hydra.launcher.partition=debug",
-            "hydra.launcher.gpus_per_node=null",
-            "hydra.launcher.cpus_per_task=1",
-            "hydra.launcher.mem_gb=2",
-            "hydra.launcher.timeout_min=10",
+            *LAUNCHER_ARGS,
             "loss=ce,sce",
             timeout=600,
         )

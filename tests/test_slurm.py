@@ -9,7 +9,7 @@ import csv
 import pytest
 
 from tests.conftest import xent_run
-from tests.slurm_cluster import Cluster, missing_reason
+from tests.slurm_cluster import LAUNCHER_ARGS, Cluster, missing_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -27,12 +27,7 @@ def test_a_sweep_runs_on_slurm_and_is_summarised(tmp_path, cluster):
     sweep = tmp_path / "sweep"
     proc = xent_run(
         "-m",
-        "hydra/launcher=slurm",
-        "hydra.launcher.partition=debug",
-        "hydra.launcher.gpus_per_node=null",
-        "hydra.launcher.cpus_per_task=1",
-        "hydra.launcher.mem_gb=2",
-        "hydra.launcher.timeout_min=10",
+        *LAUNCHER_ARGS,
         "loss=ce,sce",
         "trainer.max_epochs=1",
         "logger=none",
