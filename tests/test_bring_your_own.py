@@ -155,7 +155,8 @@ def test_bad_input_sees_the_users_folder(user_dir, monkeypatch):
     import fails in one line naming the key; `=null` and the experiment's own keys are checked
     against the user's folder too, and a search path folder that is not there is refused (Hydra
     only warns, and would run without it). Each before anything is written."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(user_dir), os.environ["PYTHONPATH"]]))
+    path = filter(None, [str(user_dir), os.environ.get("PYTHONPATH")])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path))
     valid_losses = ", ".join(loss_options())
     bad = {
         "misspelt option": (
