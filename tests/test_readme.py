@@ -32,8 +32,10 @@ TEMPLATES = {
     "python scripts/plot_sweep_axis.py <sweep dir> loss.eps --metric best/val_w2 --metric test/w2 "
     "--metric test/npe": "tests/test_plot_sweep_axis.py",
 }
-# What a command needs that this machine lacks, and the start of the one line it fails with then.
+# What a command needs that this machine lacks, and the start of the one line it fails with then
+# (in the order the preflight checks them).
 NEEDS = {
+    "trainer=gpu": "xent-run: error: trainer.accelerator=gpu (trainer=gpu): no CUDA device is ",
     "data=cifar100": "xent-run: error: cifar100: train, test, meta not found under ",
     "data=cifar10_c": "xent-run: error: ",
     "data=cifar10 ": "xent-run: error: cifar10: ",
@@ -110,8 +112,12 @@ def _is_template(command: ReadmeCommand) -> bool:
 
 def _needs(command: ReadmeCommand) -> str | None:
     """The documented failure line's start for a command that needs what is missing here."""
+    import torch
+
     padded = command.line + " "
     for need, line in NEEDS.items():
+        if need == "trainer=gpu" and torch.cuda.is_available():
+            continue  # checked before the data: where a GPU is, the data line comes instead
         if need in padded:
             return line
     return None
