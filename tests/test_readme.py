@@ -157,6 +157,8 @@ def tiny_budget(argv: list[str]) -> list[str]:
         extra.append("source.recipe.epochs=1")
     if "n_per_domain" in cfg.get("data", {}) and "data.n_per_domain" not in given:
         extra.append("data.n_per_domain=32")
+    if cfg.get("trainer", {}).get("check_val_every_n_epoch", 1) > 1:
+        extra.append("trainer.check_val_every_n_epoch=1")  # the one epoch is validated too
     sweeper = cfg.hydra.sweeper
     if "n_trials" in sweeper:
         extra.append("hydra.sweeper.n_trials=2")
