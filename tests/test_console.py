@@ -38,7 +38,7 @@ def test_task_tta_on_clean_data_is_said_in_the_users_words(tmp_path):
     assert_one_line_error(
         proc,
         run_dir,
-        "data=digits has no source model for task=tta; valid: data=cifar100_c, cifar10_c, "
+        "data=digits has no source option of its own; valid: data=cifar100_c, cifar10_c, "
         "digits32_c",
     )
     assert "for_" not in proc.stderr

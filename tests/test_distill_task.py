@@ -14,7 +14,7 @@ from tests.cli_batch import Command, run_commands
 from tests.conftest import composed, write_cifar
 from xent.losses import DKDLoss, KDLoss
 from xent.preflight import build_parts
-from xent.pretrained import cache_dir, obtain_teacher
+from xent.pretrained import cache_dir, obtain_pretrained
 from xent.run import run
 from xent.tasks.distill import DistillTask
 
@@ -72,8 +72,8 @@ def test_a_missing_teacher_is_trained_once_by_the_function_the_caller_passes(tmp
         )
         return {"test/acc": 0.5}
 
-    first, path = obtain_teacher(cfg, train=train)
-    again, _ = obtain_teacher(cfg, train=train)
+    first, path = obtain_pretrained(cfg, train=train)
+    again, _ = obtain_pretrained(cfg, train=train)
     assert len(run_configs) == 1
     assert path == cache_dir(cfg) / "teacher.pt" and path.is_file()
     (run_cfg,) = run_configs
@@ -117,7 +117,7 @@ def test_teacher_stays_frozen_and_outside_the_checkpoint(tmp_path, teacher_run):
     run_dir, _ = teacher_run
     cfg = composed(tmp_path, "loss=dkd", f"teacher.ckpt={run_dir / 'checkpoints/last.ckpt'}")
     parts = build_parts(cfg)
-    teacher, _ = obtain_teacher(cfg, train=run)
+    teacher, _ = obtain_pretrained(cfg, train=run)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     task = instantiate(
         cfg.task,

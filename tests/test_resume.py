@@ -93,8 +93,8 @@ def test_ctrl_c_stops_a_sweep_and_a_resume_rerun_skips_finished_jobs_and_continu
     assert refused.returncode == 2 and refused.stderr.splitlines() == [
         f"xent-run: error: resume=true: the config differs from the run's {cut}/.hydra/"
         "config.yaml in model.width (32 -> 16); a resume must keep seed, task, data, model, "
-        "loss, optim, sched, teacher, tta as saved: use the saved values, or drop resume to "
-        "start afresh (the earlier run is moved to archive/)"
+        "loss, optim, sched as saved: use the saved values, or drop resume to start afresh "
+        "(the earlier run is moved to archive/)"
     ]
     assert snapshot(cut) == before[cut]
     rerun = xent_run(

@@ -208,9 +208,8 @@ def test_resume_with_another_model_data_or_loss_is_refused_naming_the_keys(tmp_p
     assert str(info.value) == (
         f"resume=true: the config differs from the run's {run_dir}/.hydra/config.yaml in "
         "data.batch_size (64 -> 32), loss.label_smoothing (0.0 -> 0.1), model.width (32 -> 16);"
-        " a resume must keep seed, task, data, model, loss, optim, sched, teacher, tta as saved:"
-        " use the saved values, or drop resume to start afresh (the earlier run is moved to "
-        "archive/)"
+        " a resume must keep seed, task, data, model, loss, optim, sched as saved: use the saved"
+        " values, or drop resume to start afresh (the earlier run is moved to archive/)"
     )
     with pytest.raises(ConfigError) as info:  # another loss and seed: 8 keys, 6 named
         resume_plan(composed(tmp_path, "resume=true", "loss=gce", "seed=3"), run_dir)
@@ -229,6 +228,22 @@ def test_resume_with_another_model_data_or_loss_is_refused_naming_the_keys(tmp_p
         f"cannot be checked against the run's; continue without the check with "
         f"ckpt_path={run_dir}/checkpoints/last.ckpt, or drop resume to start afresh"
     )
+
+
+def test_a_task_adds_the_nodes_a_resume_must_keep(tmp_path):
+    """task=distill declares `resume_keys = ("teacher",)`: another teacher is refused, and the
+    message lists it; the same teacher change means nothing to a task without one."""
+    from tests.conftest import composed
+
+    run_dir = _saved_run(tmp_path, "loss=kd", status="failed")
+    other = composed(tmp_path, "loss=kd", "resume=true", "teacher.seed=5")
+    with pytest.raises(ConfigError) as info:
+        resume_plan(other, run_dir)
+    assert (
+        "in teacher.seed (0 -> 5); a resume must keep seed, task, data, model, loss, optim, "
+        "sched, teacher as saved" in str(info.value)
+    )
+    assert resume_plan(composed(tmp_path, "loss=kd", "resume=true"), run_dir) == "continue"
 
 
 @pytest.mark.parametrize("resume,subdir", [("false", ".hydra"), ("true", None), ("auto", None)])

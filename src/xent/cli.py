@@ -47,8 +47,7 @@ _run_dir: Path | None = None
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)
 def hydra_app(cfg: DictConfig) -> float | None:
-    from xent.errors import XentError
-    from xent.preflight import root_message
+    from xent.errors import XentError, root_message
     from xent.run import run
 
     try:
@@ -212,10 +211,10 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, MissingConfigException) and err.options is not None:
         # hydra/launcher/nope: the group is all but the last part
         group, _, bad = (err.missing_cfg_file or "").rpartition("/")
-        if group == "source" and bad.startswith("for_"):  # task=tta picks source/for_<data>
+        if bad.startswith("for_"):  # a group picked per data set: `<group>/for_<data>`
             valid = ", ".join(sorted(o.removeprefix("for_") for o in err.options))
             data = bad.removeprefix("for_")
-            return f"data={data} has no source model for task=tta; valid: data={valid}"
+            return f"data={data} has no {group} option of its own; valid: data={valid}"
         valid = ", ".join(sorted(err.options)) or f"none found for group '{group}'"
         return f"{group}={bad} is not an option; valid: {valid}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

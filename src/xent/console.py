@@ -25,18 +25,11 @@ log = logging.getLogger("xent")
 # would take 80 and cut wide tables with an ellipsis; tables take only the width they need.
 UNBOUNDED_WIDTH = 10_000
 
-CONFIG_ORDER = (
-    "task",
-    "data",
-    "model",
-    "teacher",
-    "loss",
-    "optim",
-    "sched",
-    "trainer",
-    "logger",
-    "paths",
-)
+# The config tree's branches in pipeline order; a task's own nodes (a teacher, a source model, a
+# method) go between the model and the loss, in the config's order.
+CONFIG_HEAD = ("task", "data", "model")
+CONFIG_TAIL = ("loss", "optim", "sched", "trainer", "logger", "paths")
+NOT_SHOWN = ("callbacks", "hydra")
 
 
 def stdout_console() -> Console:
@@ -93,7 +86,10 @@ def show(renderable: RenderableType, console: Console | None = None) -> None:
 def config_tree(cfg: DictConfig) -> Tree:
     """The resolved config, one branch per group in pipeline order, then the top-level keys."""
     tree = Tree("config", guide_style="dim")
-    for group in CONFIG_ORDER:
+    listed = (*CONFIG_HEAD, *CONFIG_TAIL, *NOT_SHOWN)
+    own = tuple(k for k in cfg if k not in listed and isinstance(cfg.get(k), DictConfig))
+    order = (*CONFIG_HEAD, *own, *CONFIG_TAIL)
+    for group in order:
         if group in cfg:
             node = cfg[group]
             text = (
@@ -104,7 +100,7 @@ def config_tree(cfg: DictConfig) -> Tree:
     rest = {
         k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
         for k in cfg
-        if k not in CONFIG_ORDER and k != "callbacks"
+        if k not in order and k not in NOT_SHOWN
     }
     if rest:
         text = OmegaConf.to_yaml(OmegaConf.create(rest)).rstrip()

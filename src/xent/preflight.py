@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,11 @@ from typing import Any
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from xent.errors import ConfigError, XentError, root_message
-from xent.pretrained import adapts_source_model, check_teacher, missing_node, needs_teacher
+from xent.checks import call_checked, choice_name, instantiate_group, task_arguments, task_class
+from xent.errors import ConfigError
+from xent.tasks.probes import DATA_KIND_WORDS, loss_kind
 
 EVAL_CKPT_CHOICES = ("last", "best")
 
@@ -31,50 +30,6 @@ class Parts:
     loss: torch.nn.Module
     optimizer: Any
     scheduler: Any
-
-
-def _choice(cfg: DictConfig, group: str) -> str:
-    """`model=resnet20`-style name of a group's choice, for messages."""
-    from hydra.core.hydra_config import HydraConfig
-
-    choices = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
-    if choices is None and HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-    choices = choices or {}
-    return f"{group}={choices[group]}" if group in choices else group
-
-
-def instantiate_group(cfg: DictConfig, group: str, **kwargs: Any) -> Any:
-    """Instantiate `cfg[group]`; any failure becomes one line that names the group choice."""
-    node = cfg.get(group)
-    if node is None or OmegaConf.select(node, "_target_", default=None) is None:
-        return None
-    check_target_imports(group, str(node._target_))
-    return call_checked(cfg, group, instantiate, config=node, **kwargs)
-
-
-def check_target_imports(group: str, target: str) -> None:
-    """`loss._target_=mypkg.MyLoss` names code that must be importable: say which key named
-    what could not be found, and where Python looks, instead of Hydra's "Error locating"."""
-    from hydra._internal.utils import _locate  # get_object: the same, but logs to stderr
-
-    try:
-        _locate(target)
-    except Exception as err:  # noqa: BLE001 - reported to the user, not swallowed
-        raise ConfigError(
-            f"{group}._target_={target} cannot be imported ({root_message(err)}); its package "
-            "must be installed or on PYTHONPATH"
-        ) from err
-
-
-def call_checked(cfg: DictConfig, group: str, fn: Any, **kwargs: Any) -> Any:
-    """Call `fn`; a failure becomes one line that names the group choice it came from."""
-    try:
-        return fn(**kwargs)
-    except XentError:
-        raise
-    except Exception as err:  # noqa: BLE001 - reported to the user, not swallowed
-        raise ConfigError(f"{_choice(cfg, group)}: {root_message(err)}") from err
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -133,170 +88,23 @@ def _kind_name(default: Any) -> str:
     )
 
 
-def _input_shape(cfg: DictConfig) -> tuple[int, ...]:
-    """data.input_shape, checked: every probe below feeds zeros of this shape."""
-    shape = OmegaConf.select(cfg, "data.input_shape", default=None)
-    try:
-        dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        dims = ()
-    if not dims or any(d < 1 for d in dims):
-        shown = OmegaConf.to_container(shape) if OmegaConf.is_list(shape) else shape
-        shown = "null" if shown is None else shown
-        raise ConfigError(
-            f"data.input_shape={shown}: expected the shape of one input, a list of positive "
-            f"integers (e.g. [in_channels, image_size, image_size])"
-        )
-    return dims
-
-
-def _zeros_forward(net: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            return net(torch.zeros(shape))
-    finally:
-        net.train(was_training)
-
-
-def probe_model(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module) -> None:
-    """One forward on zeros of the data's shape: a model/data mismatch fails here, not mid-run."""
-    data, shape = cfg.data, _input_shape(cfg)
-    model, dataset = _choice(cfg, "model"), _choice(cfg, "data")
-    try:
-        outputs = _zeros_forward(net, (2, *shape))
-    except Exception as err:  # noqa: BLE001
-        raise ConfigError(
-            f"{model} cannot take {dataset} input of shape {'x'.join(map(str, shape))}: "
-            f"{root_message(err)}"
-        ) from err
-    if tuple(outputs.shape) != (2, data.num_classes):
-        wanted = (
-            f"has {data.num_classes} classes"
-            if getattr(loss, "target_kind", "class") == "class"
-            else f"needs {data.num_classes} for {_choice(cfg, 'loss')}"
-        )
-        raise ConfigError(
-            f"{model} returns {tuple(outputs.shape)[1:]} outputs per sample but {dataset} {wanted}"
-        )
-    value = call_checked(cfg, "loss", lambda: _probe_loss(cfg, net, loss, outputs))
-    if not isinstance(value, torch.Tensor) or value.dim() != 0:
-        raise ConfigError(f"{_choice(cfg, 'loss')}: must return a scalar, got {value!r}")
-
-
-def probe_velocity(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module) -> None:
-    """A velocity call v(t, x) on a few points of the data's shape, then one loss value.
-
-    Four points, so OT-CFM's exact plan costs nothing; the draws use their own generator,
-    leaving the run's seeded global RNG untouched. Then the task checks its sampler settings.
-    """
-    from hydra.utils import get_class
-
-    shape, model, dataset = _input_shape(cfg), _choice(cfg, "model"), _choice(cfg, "data")
-    gen = torch.Generator().manual_seed(0)
-    x0, x1 = torch.randn(4, *shape, generator=gen), torch.randn(4, *shape, generator=gen)
-    try:
-        with torch.no_grad():
-            velocity = net(torch.zeros(4), x0)
-    except Exception as err:  # noqa: BLE001
-        hint = (
-            ""
-            if model in ("model=velocity_mlp", "model=velocity_unet")
-            else "; task=flow needs a velocity net v(t, x): model=velocity_mlp or velocity_unet"
-        )
-        raise ConfigError(
-            f"{model} cannot take {dataset} points of shape {'x'.join(map(str, shape))} as "
-            f"v(t, x): {root_message(err)}{hint}"
-        ) from err
-    if tuple(velocity.shape) != tuple(x0.shape):
-        raise ConfigError(
-            f"{model} returns velocities of shape {tuple(velocity.shape)[1:]} but {dataset} "
-            f"points have shape {shape}"
-        )
-    probe = copy.deepcopy(loss)
-    with torch.no_grad():
-        value = call_checked(cfg, "loss", lambda: probe(net, x0, x1, generator=gen))
-    if not isinstance(value, torch.Tensor) or value.dim() != 0:
-        raise ConfigError(f"{_choice(cfg, 'loss')}: must return a scalar, got {value!r}")
-    check_sampler = getattr(get_class(cfg.task._target_), "check_sampler", None)
-    if check_sampler is not None:
-        check_sampler(**{k: v for k, v in cfg.task.items() if not str(k).startswith("_")})
-
-
-_KIND_WORDS = {
-    "class": "class labels",
-    "real": "real-valued targets",
-    "flow": "source/target point clouds",
-}
-# What to pick instead when a data set and a task do not fit, by the data's kind.
-_FITTING = {"class": "task=classify", "real": "task=regress", "flow": "task=flow"}
-
-
-def loss_kind(loss: torch.nn.Module) -> str:
-    """What a loss trains on: its `target_kind` ("class" for torch's own losses)."""
-    return getattr(loss, "target_kind", "class")
-
-
-def check_task_fits_data(cfg: DictConfig) -> None:
-    """Class labels for classify, real targets for regress, point clouds for flow; images for
-    the conv models."""
-    from hydra.utils import get_class
-
-    task_kind = getattr(get_class(cfg.task._target_), "target_kind", "class")
-    data_kind = getattr(get_class(cfg.data._target_), "target_kind", "class")
-    images = "in_channels" in cfg.data
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=False)
-    if task_kind == "flow" and images:  # flow matching maps noise to images; labels unused
-        if "${data.dim}" in model_cfg.values():
-            raise ConfigError(
-                f"{_choice(cfg, 'model')} takes 2D points, but {_choice(cfg, 'data')} has images "
-                f"of shape {'x'.join(map(str, _input_shape(cfg)))}: use model=velocity_unet"
-            )
-    elif data_kind != task_kind:
-        fitting = (
-            "data=toy2d, or images: data=digits, cifar10"
-            if task_kind == "flow"
-            else _FITTING[data_kind]
-        )
-        words = _KIND_WORDS[task_kind] + (" or images" if task_kind == "flow" else "")
-        raise ConfigError(
-            f"{_choice(cfg, 'data')} has {_KIND_WORDS[data_kind]} but {_choice(cfg, 'task')} "
-            f"trains on {words}: use {fitting}"
-        )
-    image_keys = ("${data.in_channels}", "${data.image_size}")
-    if not images and any(v in image_keys for v in model_cfg.values()):
-        shape = list(_input_shape(cfg))
-        what, fitting = (
-            (f"has points of shape {shape}", "model=velocity_mlp")
-            if task_kind == "flow"
-            else (f"is a table (rows of shape {shape})", "model=mlp")
-        )
-        raise ConfigError(
-            f"{_choice(cfg, 'model')} takes images, but {_choice(cfg, 'data')} {what}: "
-            f"use {fitting}"
-        )
-
-
 def check_loss_inputs(cfg: DictConfig, loss: torch.nn.Module) -> None:
     """A loss that needs a target or input the task cannot give fails now, naming both."""
-    from hydra.utils import get_class
-
-    task_cls = get_class(cfg.task._target_)
-    loss_name, task_name = _choice(cfg, "loss"), _choice(cfg, "task")
+    task_cls = task_class(cfg)
+    loss_name, task_name = choice_name(cfg, "loss"), choice_name(cfg, "task")
     kind = loss_kind(loss)
-    if kind != getattr(task_cls, "target_kind", "class"):
+    if kind != task_cls.target_kind:
         raise ConfigError(
-            f"{loss_name} trains on {_KIND_WORDS[kind]} but {task_name} needs {task_cls.loss_hint}"
+            f"{loss_name} trains on {DATA_KIND_WORDS.get(kind, kind)} but {task_name} needs "
+            f"{task_cls.loss_hint}"
         )
-    task_args = {k: v for k, v in cfg.task.items() if not str(k).startswith("_")}
-    provided = set(task_cls.provided_inputs(**task_args))
+    provided = set(task_cls.provided_inputs(**task_arguments(cfg)))
     for need in getattr(loss, "requires", ()):
         if need in provided:
             continue
         if need == "binary_target":
             raise ConfigError(
-                f"{loss_name} needs a binary target (2 classes), but {_choice(cfg, 'data')} "
+                f"{loss_name} needs a binary target (2 classes), but {choice_name(cfg, 'data')} "
                 f"has {cfg.data.num_classes} classes"
             )
         raise ConfigError(
@@ -305,63 +113,11 @@ def check_loss_inputs(cfg: DictConfig, loss: torch.nn.Module) -> None:
         )
 
 
-def _probe_loss(cfg: DictConfig, net: torch.nn.Module, loss: torch.nn.Module, outputs):
-    """Call a copy of the loss with every input it declares (a copy: per-sample state stays)."""
-    from xent.tasks.features import FeatureMapTap
-
-    probe = copy.deepcopy(loss)
-    real = getattr(probe, "target_kind", "class") == "real"
-    target = torch.zeros(len(outputs), dtype=torch.float32 if real else torch.long)
-    extra: dict[str, Any] = {}
-    requires = getattr(probe, "requires", ())
-    if "index" in requires:
-        if hasattr(probe, "setup_samples"):
-            probe.setup_samples(len(outputs))
-        extra["index"] = torch.arange(len(outputs))
-    if "teacher_logits" in requires:
-        extra["teacher_logits"] = torch.zeros_like(outputs)
-    if "epoch" in requires:
-        extra["epoch"] = 1
-    if "features" in requires:
-        try:
-            tap = FeatureMapTap(net)
-        except ValueError as err:
-            raise ConfigError(
-                f"{_choice(cfg, 'loss')} needs 'features' (a conv feature map), but "
-                f"{_choice(cfg, 'model')} {err}"
-            ) from err
-        try:
-            _zeros_forward(net, (len(outputs), *_input_shape(cfg)))
-        finally:
-            tap.remove()
-        extra["features"] = tap.value
-    return probe(outputs, target, **extra)
-
-
-def check_adaptation(cfg: DictConfig, net: torch.nn.Module, load_source: bool = True) -> None:
-    """task=tta: the setting is known, the method and its hyperparameters build on a copy of
-    the model, and (with `load_source`) the source model is reachable and loads."""
-    from hydra.utils import get_class
-
-    task_cls = get_class(cfg.task._target_)
-    task_cfg = {k: v for k, v in cfg.task.items() if not str(k).startswith("_") and k != "method"}
-    task_cls.check_setting(**task_cfg)
-    if cfg.get("tta") is None:
-        raise ConfigError("task=tta needs a method: tta=source, norm, tent, cotta or rmt")
-    optimizer = instantiate_group(cfg, "optim")
-    method = instantiate_group(cfg, "tta")
-    call_checked(cfg, "tta", method, model=copy.deepcopy(net), optimizer=optimizer)
-    if load_source:
-        check_teacher(cfg, "source")
-
-
 def check_optimized_metric(cfg: DictConfig) -> None:
     """A sweeper's objective must be a metric the task reports: a misspelt key would otherwise
     surface only after every trial had trained, each recorded as a failed trial."""
-    from hydra.utils import get_class
-
     key = cfg.get("optimized_metric")
-    task_cls = get_class(cfg.task._target_)
+    task_cls = task_class(cfg)
     if key is None or not task_cls.reported:  # a task naming its metrics only at run time
         return
     known = [*task_cls.reported, task_cls.best_key, *task_cls.best_test_keys.values()]
@@ -400,7 +156,7 @@ def check_accelerator(cfg: DictConfig) -> None:
         return
     if accelerator == "gpu" and torch.backends.mps.is_available():
         return  # Lightning's "gpu" is Apple's MPS there
-    choice = _choice(cfg, "trainer")
+    choice = choice_name(cfg, "trainer")
     instead = (
         "trainer=cpu, or trainer=default (accelerator=auto: a GPU where there is one)"
         if choice == "trainer=gpu"
@@ -412,31 +168,22 @@ def check_accelerator(cfg: DictConfig) -> None:
     )
 
 
-def build_parts(cfg: DictConfig, load_teacher: bool = True) -> Parts:
-    """Instantiate data, model, loss, optimizer and schedule, checking each as it is built
-    (and, with `load_teacher`, that the distillation teacher loads)."""
-    from hydra.utils import get_class
-
+def build_parts(cfg: DictConfig, load_pretrained: bool = True) -> Parts:
+    """Instantiate data, model, loss, optimizer and schedule, checking each as it is built,
+    with the task's own checks (`Task.check_data`, `Task.check`; with `load_pretrained`, a
+    teacher or source model the task needs must load)."""
     check_values(cfg)
     check_accelerator(cfg)
     check_ckpt_path(cfg)
     check_optimized_metric(cfg)
+    task_cls = task_class(cfg)
     datamodule = instantiate_group(cfg, "data")
     call_checked(cfg, "data", datamodule.prepare_data)
-    check_task_fits_data(cfg)
+    task_cls.check_data(cfg)
     net = instantiate_group(cfg, "model")
     loss = instantiate_group(cfg, "loss")
     check_loss_inputs(cfg, loss)
-    if loss_kind(loss) == "flow":
-        probe_velocity(cfg, net, loss)
-    else:
-        probe_model(cfg, net, loss)
-    if needs_teacher(loss) and load_teacher:  # a job loads it once, in obtain_teacher
-        check_teacher(cfg)
-    if adapts_source_model(cfg):
-        check_adaptation(cfg, net, load_source=load_teacher)
-    elif cfg.get("source") is None and not getattr(get_class(cfg.task._target_), "fits", True):
-        raise missing_node("source")  # `~source`: the run would adapt an untrained net
+    task_cls.check(cfg, net, loss, load_pretrained=load_pretrained)
     optimizer = instantiate_group(cfg, "optim")
     scheduler = instantiate_group(cfg, "sched")
     # Call the partials once against the real parameters so torch's own checks (lr, momentum,

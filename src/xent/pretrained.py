@@ -10,9 +10,9 @@ metrics.json, checkpoints, log) plus `teacher.pt`, the plain state dict runs loa
 hashes what determines the weights: the model, the data, the recipe and the seed. Jobs that
 need the same missing model take a file lock, so it is trained once.
 
-A missing model is trained by a `RunTrainer` the caller passes in (the runner passes
-`xent.run.run`), so this module imports no runner code: the runner, its preflight and the tasks
-all build on it, never the reverse.
+A missing model is trained by a `RunTrainer` the caller passes in (the runner hands
+`xent.run.run` to a task's `prepare`), so this module imports no runner or task code: the
+tasks that need a pretrained model (`distill`, `tta`) build on it, never the reverse.
 """
 
 from __future__ import annotations
@@ -38,18 +38,6 @@ WEIGHTS_FILE = "teacher.pt"
 _DATA_KEYS_NOT_IN_KEY = ("root", "download", "num_workers", "shuffle_seed", "eval_batch_size")
 # Trains one run config into its `paths.output_dir` and returns its metrics (`xent.run.run`).
 RunTrainer = Callable[[DictConfig], dict[str, Any]]
-
-
-def needs_teacher(loss: torch.nn.Module) -> bool:
-    """Distillation losses do; `ce` under task=distill is the no-teacher baseline."""
-    return "teacher_logits" in getattr(loss, "requires", ())
-
-
-def adapts_source_model(cfg: DictConfig) -> bool:
-    """task=tta adapts a pretrained source model (the `source` node) instead of training one."""
-    from hydra.utils import get_class
-
-    return cfg.get("source") is not None and not getattr(get_class(cfg.task._target_), "fits", True)
 
 
 def _noun(key: str) -> str:
@@ -104,7 +92,7 @@ def missing_node(key: str) -> ConfigError:
     )
 
 
-def teacher_source(cfg: DictConfig, key: str = "teacher") -> tuple[Path | None, bool]:
+def pretrained_source(cfg: DictConfig, key: str = "teacher") -> tuple[Path | None, bool]:
     """(weights file, must train first); fails in one line when no model is reachable."""
     node = cfg.get(key)
     if node is None:
@@ -131,7 +119,7 @@ def teacher_source(cfg: DictConfig, key: str = "teacher") -> tuple[Path | None, 
     return cached, True
 
 
-def build_teacher_model(cfg: DictConfig, key: str = "teacher") -> torch.nn.Module:
+def build_pretrained_model(cfg: DictConfig, key: str = "teacher") -> torch.nn.Module:
     try:
         return instantiate(cfg[key].model)
     except Exception as err:  # noqa: BLE001 - reported in one line
@@ -231,20 +219,20 @@ def trained_here(cfg: DictConfig, path: Path, key: str = "teacher") -> bool:
     return isinstance(inner, dict) and any(str(k).startswith("net.") for k in inner)
 
 
-def check_teacher(cfg: DictConfig, key: str = "teacher") -> None:
+def check_pretrained(cfg: DictConfig, key: str = "teacher") -> None:
     """Preflight: a model is reachable, and an existing one loads into the node's model."""
-    path, must_train = teacher_source(cfg, key)
-    model = build_teacher_model(cfg, key)
+    path, must_train = pretrained_source(cfg, key)
+    model = build_pretrained_model(cfg, key)
     if not must_train:
         load_weights(model, path, cfg, key)
 
 
-def obtain_teacher(
+def obtain_pretrained(
     cfg: DictConfig, key: str = "teacher", *, train: RunTrainer
 ) -> tuple[torch.nn.Module, Path]:
     """The frozen model: loaded, or trained into the cache first by `train` (once, under a
     lock)."""
-    path, must_train = teacher_source(cfg, key)
+    path, must_train = pretrained_source(cfg, key)
     if must_train:
         from filelock import FileLock
 
@@ -252,11 +240,11 @@ def obtain_teacher(
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not path.is_file():  # another job may have trained it while we waited
-                train_teacher(cfg, entry, key, train)
-    return load_weights(build_teacher_model(cfg, key), path, cfg, key), path
+                train_pretrained(cfg, entry, key, train)
+    return load_weights(build_pretrained_model(cfg, key), path, cfg, key), path
 
 
-def teacher_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> DictConfig:
+def pretrained_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> DictConfig:
     """The run's config turned into a plain CE classification run of the `key` model (on its
     training data, with its recipe), in the cache entry."""
     node = cfg[key]
@@ -288,11 +276,11 @@ def teacher_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> Di
     return tcfg
 
 
-def train_teacher(cfg: DictConfig, entry: Path, key: str, train: RunTrainer) -> dict[str, Any]:
+def train_pretrained(cfg: DictConfig, entry: Path, key: str, train: RunTrainer) -> dict[str, Any]:
     """Train the model with CE and its own recipe (through `train`); write `teacher.pt` last
     (atomically: temp file, fsync, rename)."""
     log.info("training %s model %s into the cache: %s", key, _model_name(cfg, key), entry)
-    metrics = train(teacher_run_config(cfg, entry, key))
+    metrics = train(pretrained_run_config(cfg, entry, key))
     weights = read_state_dict(entry / "checkpoints" / "last.ckpt", key)
     from xent.checkpoint_io import atomic_torch_save
 

@@ -15,11 +15,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xent.checkpoint_io import AtomicCheckpointIO
+from xent.checks import task_class
 from xent.console import print_config, print_results
 from xent.errors import root_message
 from xent.guards import keep_sigint_handler, stop_on_sigterm
 from xent.preflight import build_parts
-from xent.pretrained import adapts_source_model, needs_teacher, obtain_teacher, trained_here
 from xent.rundir import (
     CONTINUE,
     FINISHED,
@@ -32,7 +32,6 @@ from xent.rundir import (
     resume_plan,
     write_metrics,
 )
-from xent.tasks.tta import setup_cache_file
 
 log = logging.getLogger("xent")
 
@@ -114,7 +113,7 @@ def _best_checkpoint_test(cfg, trainer, task, datamodule, metrics: dict) -> dict
     With CIFAR's default val = test split this is the best-epoch test accuracy the CIFAR
     literature reports; test/* stays the final (or `eval_ckpt`) weights' result.
     """
-    keys = getattr(task, "best_test_keys", {})
+    keys = task.best_test_keys
     callback = trainer.checkpoint_callback
     if cfg.eval_ckpt == "best" or callback is None or not callback.best_model_path:
         return {best: metrics[key] for key, best in keys.items() if key in metrics}
@@ -187,26 +186,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             _save_hydra_files(run_dir)
             print_config(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        parts = build_parts(cfg, load_teacher=False)
-        task_extras: dict[str, Any] = {}
-        net = parts.net
-        if needs_teacher(parts.loss):
-            task_extras["teacher"], teacher_path = obtain_teacher(cfg, train=run)
-            metrics["teacher"] = str(teacher_path)
-        if adapts_source_model(cfg):  # task=tta: the net is the pretrained source model
-            net, source_path = obtain_teacher(cfg, "source", train=run)
-            metrics["source"] = str(source_path)
-            task_extras["setup_cache"] = str(setup_cache_file(cfg, source_path))
-            if cfg.task.get("input_norm") == "auto":
-                task_extras["input_norm"] = trained_here(cfg, source_path, "source")
-            metrics["input_norm"] = task_extras.get("input_norm", cfg.task.get("input_norm"))
+        parts = build_parts(cfg, load_pretrained=False)
+        task_cls = task_class(cfg)
+        prepared = task_cls.prepare(cfg, parts.net, parts.loss, train=run)
+        metrics.update(prepared.metrics)
         task = instantiate(
             cfg.task,
-            net=net,
+            net=prepared.net,
             loss=parts.loss,
             optimizer=parts.optimizer,
             scheduler=parts.scheduler,
-            **task_extras,
+            **prepared.task_kwargs,
         )
         loggers = _instantiate_all(cfg.get("logger"))
         trainer = instantiate(
@@ -214,9 +204,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             callbacks=_instantiate_all(cfg.get("callbacks")),
             logger=loggers or False,
             plugins=_plugins(cfg.trainer),
-            **getattr(task, "trainer_overrides", {}),
+            **task_cls.trainer_overrides,
         )
-        if getattr(task, "fits", True):
+        if task_cls.fits:
             ckpt = resume_checkpoint(run_dir, plan == CONTINUE, cfg.get("ckpt_path"))
             if ckpt:
                 log.info("resuming from %s", ckpt)

@@ -127,7 +127,8 @@ FRESH, CONTINUE, FINISHED = "fresh", "continue", "finished"
 # else may change: trainer.* (trainer.max_epochs extends a run), logger, callbacks, paths,
 # eval_ckpt, tags; so may any value derived from those (sched.T_max: ${trainer.max_epochs},
 # data paths: ${paths.data_dir}).
-RESUME_MUST_MATCH = ("seed", "task", "data", "model", "loss", "optim", "sched", "teacher", "tta")
+# A task adds the nodes of its own that do so (`Task.resume_keys`: a teacher, a TTA method).
+RESUME_MUST_MATCH = ("seed", "task", "data", "model", "loss", "optim", "sched")
 _SHOWN_DIFFERENCES = 6
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
 
@@ -197,7 +198,7 @@ def resume_plan(cfg: DictConfig, run_dir: Path) -> str:
         shown += f" and {more} more" if more > 0 else ""
         raise ConfigError(
             f"resume={mode}: the config differs from the run's {run_dir / SAVED_CONFIG} in "
-            f"{shown}; a resume must keep {', '.join(RESUME_MUST_MATCH)} as saved: use the "
+            f"{shown}; a resume must keep {', '.join(must_match(cfg))} as saved: use the "
             "saved values, or drop resume to start afresh (the earlier run is moved to archive/)"
         )
     if finished and not (_extends(cfg, saved) and last.is_file()):
@@ -244,14 +245,27 @@ def _extends(cfg: DictConfig, saved: DictConfig) -> bool:
     return isinstance(wanted, int) and isinstance(before, int) and wanted > before
 
 
+def must_match(cfg: DictConfig) -> tuple[str, ...]:
+    """RESUME_MUST_MATCH and the task's own `resume_keys` (none when the task's class cannot
+    be imported: the preflight reports that in its own line)."""
+    from xent.checks import task_class
+
+    try:
+        extra = tuple(task_class(cfg).resume_keys)
+    except Exception:  # noqa: BLE001 - a bad task._target_ is the preflight's to report
+        extra = ()
+    return RESUME_MUST_MATCH + tuple(k for k in extra if k not in RESUME_MUST_MATCH)
+
+
 def config_differences(cfg: DictConfig, saved: DictConfig) -> list[str]:
-    """`key (saved -> now)` for every RESUME_MUST_MATCH key whose value differs, is new or is
+    """`key (saved -> now)` for every key of `must_match` whose value differs, is new or is
     gone; values `cfg` derives from other keys (paths, trainer) or the environment are skipped."""
     from omegaconf import OmegaConf
 
+    roots = must_match(cfg)
     raw, saved_raw = OmegaConf.to_container(cfg), OmegaConf.to_container(saved)
     now_raw, now, before = {}, {}, {}
-    for root in RESUME_MUST_MATCH:
+    for root in roots:
         if root in cfg:
             now_raw.update(_flat(raw[root], root))
             now.update(_flat(_resolved(cfg[root]), root))
@@ -261,7 +275,7 @@ def config_differences(cfg: DictConfig, saved: DictConfig) -> list[str]:
     differing = [
         key
         for key in sorted(set(now) | set(before))
-        if not _derived_elsewhere(now_raw.get(key))
+        if not _derived_elsewhere(now_raw.get(key), roots)
         and now.get(key, missing) != before.get(key, missing)
     ]
     return [f"{key} ({before.get(key, missing)} -> {now.get(key, missing)})" for key in differing]
@@ -288,14 +302,14 @@ def _flat(node: Any, prefix: str) -> dict[str, Any]:
     return flat or {prefix: node}
 
 
-def _derived_elsewhere(raw: Any) -> bool:
-    """An interpolation whose every reference lies outside RESUME_MUST_MATCH (`${paths.x}`,
+def _derived_elsewhere(raw: Any, roots: tuple[str, ...]) -> bool:
+    """An interpolation whose every reference lies outside `roots` (`${paths.x}`,
     `${trainer.max_epochs}`) or is a resolver (`${oc.env:...}`, `${hydra:...}`)."""
     if not isinstance(raw, str):
         return False
     references = _REFERENCE.findall(raw)
     return bool(references) and all(
-        ":" in ref or ref.split(".")[0] not in RESUME_MUST_MATCH for ref in references
+        ":" in ref or ref.split(".")[0] not in roots for ref in references
     )
 
 

@@ -1,30 +1,93 @@
-"""What every task shares: building the optimizer and schedule from their config partials."""
+"""The task contract: everything the runner asks of a task, declared once, here.
+
+The runner (`xent.preflight`, `xent.run`, `xent.rundir`, `xent.report`) reaches a task only
+through the class `task._target_` names and the members below; it names no task. A new task is
+one module in `tasks/` plus its `conf/task/*.yaml`, and edits no other file
+(docs/pipeline.md §6).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import nn
+
+from xent.pretrained import RunTrainer
+from xent.tasks.probes import check_data_fits, probe_model
+
+__all__ = ["Prepared", "RunTrainer", "Task"]
+
+
+@dataclass
+class Prepared:
+    """What a task's `prepare` hands the runner: the net the task is built on (the run's own,
+    or a pretrained one it adapts), extra task arguments, and entries for metrics.json."""
+
+    net: nn.Module
+    task_kwargs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class Task(L.LightningModule):
     """Base of the tasks: the net, the loss, and the optimizer and schedule factories.
 
     The factories are partials (Hydra `_partial_: true`) that receive the parameters or the
-    optimizer here, so the config never needs to know the model. A subclass also declares, for
-    the preflight and metrics.json: `target_kind` ("class", "real", "flow"), `loss_hint` (the
-    losses that fit), `reported` (the metric keys copied to metrics.json), `best_key` and
-    `best_value`, and `best_test_keys` (test metrics also measured on the best checkpoint).
+    optimizer here, so the config never needs to know the model.
+
+    What a subclass declares for the runner (class attributes, read before it is built):
+    `target_kind` and `trains_on` (the data and losses it fits, and how messages say so),
+    `loss_hint` (the losses that fit), `reported` (the metric keys copied to metrics.json),
+    `best_key` (its best validation value, `best_value`), `best_test_keys` (test metrics also
+    measured on the best checkpoint), `summary_keys` (a sweep table's columns, in order),
+    `fits` (False: the run only tests), `trainer_overrides` (Trainer arguments it needs) and
+    `resume_keys` (config nodes a resume must keep, beyond the ones every run has). And
+    classmethods: `provided_inputs` (the extra loss inputs it gives), `check_data`, `check`
+    (before anything is written) and `prepare` (a teacher or source model, when it needs one).
     """
 
-    target_kind = "class"
-    loss_hint = ""
-    reported: tuple[str, ...] = ()
-    best_key = ""
-    best_test_keys: dict[str, str] = {}  # test metric -> its key for the best checkpoint
+    target_kind: ClassVar[str] = "class"
+    trains_on: ClassVar[str] = "class labels"
+    loss_hint: ClassVar[str] = ""
+    reported: tuple[str, ...] = ()  # an instance may narrow it once it has run (TTA)
+    best_key: ClassVar[str] = ""
+    best_test_keys: ClassVar[dict[str, str]] = {}  # test metric -> its best-checkpoint key
+    summary_keys: ClassVar[tuple[str, ...]] = ()
+    fits: ClassVar[bool] = True
+    trainer_overrides: ClassVar[dict[str, Any]] = {}
+    resume_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def provided_inputs(cls, **task_cfg: Any) -> tuple[str, ...]:
+        """The extra loss inputs (`loss.requires`) this task can give, for its config."""
+        return ()
+
+    @classmethod
+    def check_data(cls, cfg: DictConfig) -> None:
+        """Before any model is built: the data holds what this task trains on, and the model
+        takes that data's inputs. One `ConfigError` line otherwise."""
+        check_data_fits(cfg, cls)
+
+    @classmethod
+    def check(
+        cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, load_pretrained: bool = True
+    ) -> None:
+        """Before anything is written: the built net and loss work together (a forward on
+        zeros, one loss value), and, with `load_pretrained`, any pretrained model the task
+        needs is reachable. One `ConfigError` line otherwise."""
+        probe_model(cfg, net, loss)
+
+    @classmethod
+    def prepare(
+        cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, train: RunTrainer
+    ) -> Prepared:
+        """In the job, before the task is built: obtain what it needs beyond the run's parts
+        (a pretrained model, trained once by `train` when not cached)."""
+        return Prepared(net)
 
     def __init__(
         self,
@@ -39,11 +102,6 @@ class Task(L.LightningModule):
         self.net, self.loss = net, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor, self.monitor_mode = monitor, monitor_mode
-
-    @classmethod
-    def provided_inputs(cls, **task_cfg) -> tuple[str, ...]:
-        """The extra loss inputs (`loss.requires`) this task can give, for its config."""
-        return ()
 
     # The best validation value so far (of `best_key`); set by the subclass, kept in checkpoints.
     best_value: float

@@ -60,6 +60,15 @@ class ClassifyTask(Task):
     )
     best_key = "best/val_acc"
     best_test_keys = {"test/acc": "best/test_acc"}
+    summary_keys = (
+        "test/acc",
+        "best/test_acc",
+        "test/acc5",
+        "test/nll",
+        "test/ece",
+        "test/f1",
+        "test/bal_acc",
+    )
 
     @classmethod
     def provided_inputs(cls, num_classes: int, **_: Any) -> tuple[str, ...]:

@@ -5,10 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from xent.pretrained import check_pretrained, obtain_pretrained
+from xent.tasks.base import Prepared, RunTrainer
 from xent.tasks.classify import ClassifyTask
+
+
+def needs_teacher(loss: nn.Module) -> bool:
+    """Distillation losses do; `ce` under task=distill is the no-teacher baseline."""
+    return "teacher_logits" in getattr(loss, "requires", ())
 
 
 class DistillTask(ClassifyTask):
@@ -22,6 +30,27 @@ class DistillTask(ClassifyTask):
     """
 
     reported = ClassifyTask.reported + ("teacher/test_acc",)
+    summary_keys = ClassifyTask.summary_keys + ("teacher/test_acc",)
+    resume_keys = ("teacher",)
+
+    @classmethod
+    def check(
+        cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, load_pretrained: bool = True
+    ) -> None:
+        """The classify checks, then (with `load_pretrained`) that the teacher loads."""
+        super().check(cfg, net, loss, load_pretrained=load_pretrained)
+        if needs_teacher(loss) and load_pretrained:  # a job loads it once, in `prepare`
+            check_pretrained(cfg, "teacher")
+
+    @classmethod
+    def prepare(
+        cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, train: RunTrainer
+    ) -> Prepared:
+        """The frozen teacher, loaded or trained into the cache once; `ce` needs none."""
+        if not needs_teacher(loss):
+            return Prepared(net)
+        teacher, path = obtain_pretrained(cfg, "teacher", train=train)
+        return Prepared(net, {"teacher": teacher}, {"teacher": str(path)})
 
     @classmethod
     def provided_inputs(cls, num_classes: int, **_: Any) -> tuple[str, ...]:

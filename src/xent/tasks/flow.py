@@ -18,6 +18,7 @@ says so), and the figures are a grid of samples and a row of ODE states per samp
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -25,14 +26,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from xent.errors import ConfigError
+from xent.checks import (
+    call_checked,
+    check_scalar_loss,
+    choice_name,
+    input_shape,
+    shape_words,
+    task_arguments,
+)
+from xent.errors import ConfigError, root_message
 from xent.flow import integrate, normalized_path_energy, wasserstein2
 from xent.flow.fid import frechet_inception_distance
 from xent.flow.ode import METHODS
 from xent.guards import check_finite_loss
 from xent.tasks.base import Task
+from xent.tasks.probes import check_data_fits
 
 log = logging.getLogger("xent")
 
@@ -46,14 +57,74 @@ FLOW_DIVERGED_HINT = (
 )
 
 
+def probe_velocity(cfg: DictConfig, net: nn.Module, loss: nn.Module) -> None:
+    """A velocity call v(t, x) on a few points of the data's shape, then one loss value.
+
+    Four points, so OT-CFM's exact plan costs nothing; the draws use their own generator,
+    leaving the run's seeded global RNG untouched.
+    """
+    shape, model, dataset = input_shape(cfg), choice_name(cfg, "model"), choice_name(cfg, "data")
+    gen = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(4, *shape, generator=gen), torch.randn(4, *shape, generator=gen)
+    try:
+        with torch.no_grad():
+            velocity = net(torch.zeros(4), x0)
+    except Exception as err:  # noqa: BLE001
+        hint = (
+            ""
+            if model in ("model=velocity_mlp", "model=velocity_unet")
+            else "; task=flow needs a velocity net v(t, x): model=velocity_mlp or velocity_unet"
+        )
+        raise ConfigError(
+            f"{model} cannot take {dataset} points of shape {shape_words(shape)} as "
+            f"v(t, x): {root_message(err)}{hint}"
+        ) from err
+    if tuple(velocity.shape) != tuple(x0.shape):
+        raise ConfigError(
+            f"{model} returns velocities of shape {tuple(velocity.shape)[1:]} but {dataset} "
+            f"points have shape {shape}"
+        )
+    probe = copy.deepcopy(loss)
+    with torch.no_grad():
+        value = call_checked(cfg, "loss", lambda: probe(net, x0, x1, generator=gen))
+    check_scalar_loss(cfg, value)
+
+
 class FlowTask(Task):
     """Trains a velocity net `net(t, x)` with a flow-matching loss; reports W2, NPE and NFE."""
 
     target_kind = "flow"
+    trains_on = "source/target point clouds or images"
     loss_hint = "a flow-matching loss (cfm, otcfm, wcfm)"
     reported = ("test/w2", "test/npe", "test/nfe", "test/pe", "test/w2_euler", "test/fid")
     best_key = "best/val_w2"
     best_test_keys = {"test/w2": "best/test_w2", "test/npe": "best/test_npe"}
+    summary_keys = ("test/w2", "best/test_w2", "test/npe", "test/nfe", "test/w2_euler")
+
+    @classmethod
+    def check_data(cls, cfg: DictConfig) -> None:
+        """Point clouds (toy2d) with a point model, or images with an image model: flow
+        matching maps noise to images, their labels unused."""
+        if "in_channels" not in cfg.data:
+            check_data_fits(
+                cfg,
+                cls,
+                instead="data=toy2d, or images: data=digits, cifar10",
+                not_images=(f"has points of shape {list(input_shape(cfg))}", "model=velocity_mlp"),
+            )
+        elif "${data.dim}" in OmegaConf.to_container(cfg.model, resolve=False).values():
+            raise ConfigError(
+                f"{choice_name(cfg, 'model')} takes 2D points, but {choice_name(cfg, 'data')} "
+                f"has images of shape {shape_words(input_shape(cfg))}: use model=velocity_unet"
+            )
+
+    @classmethod
+    def check(
+        cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, load_pretrained: bool = True
+    ) -> None:
+        """A velocity call and one loss value (`probe_velocity`), then the sampler settings."""
+        probe_velocity(cfg, net, loss)
+        cls.check_sampler(**task_arguments(cfg))
 
     @classmethod
     def check_sampler(

@@ -27,10 +27,12 @@ class RegressTask(Task):
     """Trains `net` with a regression `loss`; logs loss, RMSE and MAE for train/val/test."""
 
     target_kind = "real"
+    trains_on = "real-valued targets"
     loss_hint = "a regression loss (mse, hlgauss)"
     reported = ("test/rmse", "test/mae", "test/loss")
     best_key = "best/val_rmse"
     best_test_keys = {"test/rmse": "best/test_rmse"}
+    summary_keys = ("test/rmse", "test/mae")
 
     @classmethod
     def provided_inputs(cls, **_: Any) -> tuple[str, ...]:

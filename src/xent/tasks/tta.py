@@ -15,6 +15,7 @@ the per-domain errors in stream order.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -23,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from xent.checkpoint_io import atomic_torch_save
+from xent.checks import call_checked, instantiate_group, task_arguments
 from xent.data.corrupted import continual_schedule, domain_names, gradual_schedule
 from xent.errors import ConfigError
 from xent.models.base import Classifier
-from xent.tasks.base import Task
+from xent.pretrained import check_pretrained, missing_node, obtain_pretrained, trained_here
+from xent.tasks.base import Prepared, RunTrainer, Task
 
 log = logging.getLogger("xent")
 
@@ -131,6 +135,8 @@ class TTATask(Task):
     target_kind = "class"
     loss_hint = "no loss (the method brings its own objective); keep loss=ce"
     best_key = ""
+    summary_keys = ("test/err", "test/err_at5")
+    resume_keys = ("tta",)
     fits = False  # run() only tests this task: the adaptation happens in the test loop
     # Lightning runs test steps under torch.inference_mode by default, where no tensor can
     # take part in autograd: the methods could not compute a single gradient. The runner
@@ -146,6 +152,38 @@ class TTATask(Task):
             raise ConfigError(f"task.setting={setting!r} must be one of {', '.join(SETTINGS)}")
         if input_norm not in (True, False, "auto"):
             raise ConfigError(f"task.input_norm={input_norm!r} must be auto, true or false")
+
+    @classmethod
+    def check(
+        cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, load_pretrained: bool = True
+    ) -> None:
+        """The classify probes; then there is a source model to adapt, the setting is known,
+        the method and its hyperparameters build on a copy of the model, and (with
+        `load_pretrained`) the source model is reachable and loads."""
+        super().check(cfg, net, loss, load_pretrained=load_pretrained)
+        if cfg.get("source") is None:
+            raise missing_node("source")  # `~source`: the run would adapt an untrained net
+        cls.check_setting(**task_arguments(cfg, "method"))
+        if cfg.get("tta") is None:
+            raise ConfigError("task=tta needs a method: tta=source, norm, tent, cotta or rmt")
+        optimizer = instantiate_group(cfg, "optim")
+        method = instantiate_group(cfg, "tta")
+        call_checked(cfg, "tta", method, model=copy.deepcopy(net), optimizer=optimizer)
+        if load_pretrained:
+            check_pretrained(cfg, "source")
+
+    @classmethod
+    def prepare(
+        cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, train: RunTrainer
+    ) -> Prepared:
+        """The net is the pretrained source model (loaded, or trained into the cache once);
+        its setup cache file and, for `input_norm: auto`, whether it was trained here."""
+        source, path = obtain_pretrained(cfg, "source", train=train)
+        task_kwargs: dict[str, Any] = {"setup_cache": str(setup_cache_file(cfg, path))}
+        if cfg.task.get("input_norm") == "auto":
+            task_kwargs["input_norm"] = trained_here(cfg, path, "source")
+        input_norm = task_kwargs.get("input_norm", cfg.task.get("input_norm"))
+        return Prepared(source, task_kwargs, {"source": str(path), "input_norm": input_norm})
 
     def __init__(
         self,
