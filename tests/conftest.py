@@ -137,3 +137,43 @@ def assert_one_line_error(proc, run_dir: Path, message: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("xent-run: error: "), proc.stderr
     assert message in lines[0], lines[0]
     assert not run_dir.exists()
+
+
+# --- the tier's time, printed at its end ---------------------------------------------------------
+# `make test-fast` (-m "not slow") must stay within FAST_TIER_BUDGET_S on a quiet 2-core machine;
+# the line under the results says how long this tier took against that budget.
+FAST_TIER_BUDGET_S = 120
+_SESSION_STARTED: list[float] = []
+
+
+def pytest_sessionstart(session) -> None:
+    import time
+
+    _SESSION_STARTED.append(time.perf_counter())
+
+
+def tier_line(markexpr: str, seconds: float, tests: int, whole: bool = True) -> str:
+    """`fast tier: 1097 tests in 87 s (budget 120 s on a quiet 2-core machine)`, or the full
+    suite's line; the tier is read from the `-m` expression pytest ran with, and `whole` says
+    whether it ran the whole tests/ folder (not some files or tests of it)."""
+    if not whole:
+        return f"selected tests: {tests} in {seconds:.0f} s"
+    if markexpr.replace(" ", "") == "notslow":
+        return (
+            f"fast tier: {tests} tests in {seconds:.0f} s (budget {FAST_TIER_BUDGET_S} s on a "
+            "quiet 2-core machine)"
+        )
+    tier = "full suite" if not markexpr else f"tests selected by -m {markexpr!r}"
+    return f"{tier}: {tests} tests in {seconds:.0f} s"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    import time
+
+    if not _SESSION_STARTED:
+        return
+    seconds = time.perf_counter() - _SESSION_STARTED[0]
+    counted = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+    tests = sum(len(terminalreporter.stats.get(key, [])) for key in counted)
+    whole = not config.args or [Path(a).resolve() for a in config.args] == [Path(__file__).parent]
+    terminalreporter.write_line(tier_line(config.option.markexpr or "", seconds, tests, whole))

@@ -34,7 +34,7 @@ class HitsTask(Task):
     loss_hint = "a classification loss (ce)"
     reported = ("test/hits",)
     best_key = "best/val_hits"
-    summary_keys = ("test/hits",)
+    summary_keys = ("best/val_hits", "test/hits")  # not the default order, nor test/* only
 
     @classmethod
     def check(
@@ -139,4 +139,4 @@ def test_a_task_of_ones_own_runs_sweeps_and_is_checked(user_conf):
         assert hits == pytest.approx(EXPECTED[job], abs=5e-5)
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
     header = (sweep / "summary.md").read_text().splitlines()[0]
-    assert header == "| run | seeds | test/hits |"
+    assert header == "| run | seeds | best/val_hits | test/hits |"

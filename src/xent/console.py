@@ -113,8 +113,8 @@ def result_table(metrics: Mapping[str, Any], title: str = "xent-run") -> Table:
     table.add_column("metric", style="cyan")
     table.add_column("value", justify="right")
     for key in sorted(metrics):
-        if key == "error":
-            continue
+        if key == "error" or isinstance(metrics[key], list | tuple | dict):
+            continue  # the error has its own line; summary_keys names columns, not a value
         table.add_row(key, _fmt(metrics[key]))
     return table
 

@@ -9,7 +9,6 @@ this module never imports the sweep's.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ import yaml
 
 log = logging.getLogger("xent")
 
-NOT_METRICS = ("seed", "epochs", "status", "error")
+NOT_METRICS = ("seed", "epochs", "status", "error", "summary_keys")
 SEED_KEYS = ("seed",)
 
 
@@ -38,7 +37,7 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     failed: int = 0  # metrics.json says status failed
     pending: int = 0  # no metrics.json yet: still running, or killed before it could write
-    tasks: list[str] = field(default_factory=list)  # its jobs' task._target_, as saved
+    columns: list[str] = field(default_factory=list)  # its jobs' task's `summary_keys`
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -55,16 +54,14 @@ def collect(sweep_dir: Path) -> list[Row]:
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         result_path = job / "metrics.json"
         result = json.loads(result_path.read_text()) if result_path.exists() else None
-        jobs.append((overrides, result, _task_target(job)))
+        jobs.append((overrides, result))
     # Overrides every job shares (experiment=..., common settings) do not distinguish rows.
-    shared = set.intersection(*(set(o) for o, _, _ in jobs)) if jobs else set()
+    shared = set.intersection(*(set(o) for o, _ in jobs)) if jobs else set()
     rows: dict[str, Row] = {}
-    for overrides, result, task in jobs:
+    for overrides, result in jobs:
         kept = [o for o in overrides if o not in shared and o.split("=")[0] not in SEED_KEYS]
         label = " ".join(kept) or "(all)"
         row = rows.setdefault(label, Row(label))
-        if task and task not in row.tasks:
-            row.tasks.append(task)
         if result is None:
             row.pending += 1
             continue
@@ -72,41 +69,22 @@ def collect(sweep_dir: Path) -> list[Row]:
             row.failed += 1
             continue
         row.seeds.append(result.get("seed"))
+        row.columns += [k for k in result.get("summary_keys", ()) if k not in row.columns]
         for key, value in result.items():
             if key not in NOT_METRICS and isinstance(value, int | float):
                 row.values[key].append(float(value))
     return list(rows.values())
 
 
-def _task_target(job: Path) -> str | None:
-    """The job's `task._target_`, from the config it saved; None where there is none."""
-    config_path = job / ".hydra" / "config.yaml"
-    if not config_path.exists():
-        return None
-    task = (yaml.safe_load(config_path.read_text()) or {}).get("task")
-    return str(task["_target_"]) if isinstance(task, dict) and "_target_" in task else None
-
-
-@functools.cache
-def summary_keys(task_target: str) -> tuple[str, ...]:
-    """The columns a task declares for a sweep table (`Task.summary_keys`); none when its
-    class cannot be imported here (a user's task off the path: its test/* keys still show)."""
-    from hydra.utils import get_class
-
-    try:
-        return tuple(get_class(task_target).summary_keys)
-    except Exception:  # noqa: BLE001 - a table without the task's order, not an error
-        return ()
-
-
 def reported_metrics(rows: list[Row]) -> tuple[str, ...]:
-    """The summary's columns: the metrics the jobs' tasks declare (`Task.summary_keys`) that
-    they reported, in that order, then their other test/* keys.
+    """The summary's columns: the metrics the jobs' tasks declare (`Task.summary_keys`, which
+    each job writes into its metrics.json) that they reported, in that order, then their other
+    test/* keys, sorted.
 
     test/loss is left out: each loss is on its own scale, so its column would not compare.
     """
     seen = {key for row in rows for key in row.values}
-    declared = dict.fromkeys(key for row in rows for t in row.tasks for key in summary_keys(t))
+    declared = dict.fromkeys(key for row in rows for key in row.columns)
     known = [key for key in declared if key in seen]
     others = sorted(
         k for k in seen if k.startswith("test/") and k not in declared and k != "test/loss"

@@ -190,6 +190,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         task_cls = task_class(cfg)
         prepared = task_cls.prepare(cfg, parts.net, parts.loss, train=run)
         metrics.update(prepared.metrics)
+        if task_cls.summary_keys:  # a sweep table's columns, in the task's order (xent-report)
+            metrics["summary_keys"] = list(task_cls.summary_keys)
         task = instantiate(
             cfg.task,
             net=prepared.net,
