@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from xent.benchmark import bench_parser, interleaved, median, write_result
+from xent.bench_harness import bench_parser, interleaved, median, write_result
 from xent.data.base import BatchGather, Split, epoch_loader
 from xent.data.synthetic import random_split
 

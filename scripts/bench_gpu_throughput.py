@@ -61,7 +61,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from xent.benchmark import BENCH_DIR, interleaved, median, write_result
+from xent.bench_harness import BENCH_DIR, interleaved, median, write_result
 
 NAME = "gpu_throughput"
 NO_CUDA = "gpu_throughput: no CUDA device here; nothing measured"
@@ -264,7 +264,7 @@ def xent_candidate(
     from lightning.pytorch.loggers import CSVLogger
     from omegaconf import OmegaConf
 
-    from xent.callbacks import EpochLog, EpochSeed
+    from xent.runner.callbacks import EpochLog, EpochSeed
     from xent.tasks.classify import ClassifyTask
 
     meter = Meter(setup, record)

@@ -36,7 +36,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from xent.benchmark import ROOT, bench_parser, interleaved, median, write_result
+from xent.bench_harness import ROOT, bench_parser, interleaved, median, write_result
 
 NAME = "loss_cost"
 LOSS_CONF = ROOT / "src" / "xent" / "conf" / "loss"

@@ -10,7 +10,7 @@ count, with CIFAR's augmentation (random 32x32 crop of the 4-padded image + hori
 both through xent's `random_crop_flip`), normalisation, cross-entropy and SGD with
 conf/optim/sgd.yaml's lr, momentum, weight decay and nesterov.
 
-- xent: `xent.run.run(cfg)` itself, on the config `xent-run data=synthetic_cifar
+- xent: `xent.runner.run.run(cfg)` itself, on the config `xent-run data=synthetic_cifar
   model=resnet20 trainer=cpu logger=none trainer.max_epochs=1` composes (plus a timing
   callback), with a training split of exactly `warmup_steps + steps` batches. Its stdout is
   redirected, so the progress bar is the one of a pipe (none, as under SLURM or `| tee`).
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from xent.benchmark import bench_parser, interleaved, median, write_result
+from xent.bench_harness import bench_parser, interleaved, median, write_result
 
 NAME = "runner_overhead"
 BAR = 0.95
@@ -103,10 +103,10 @@ def compose_config(run_dir: Path, overrides: list[str]) -> DictConfig:
 
 
 def xent_candidate(cfg: DictConfig, root: Path) -> Callable[[], None]:
-    """One `xent.run.run(cfg)` per call, in a fresh run dir; the timer records its steps."""
+    """One `xent.runner.run.run(cfg)` per call, in a fresh run dir; the timer records its steps."""
     from omegaconf import open_dict
 
-    from xent.run import run
+    from xent.runner.run import run
 
     calls = iter(range(1_000_000))
 

@@ -7,13 +7,13 @@
 What is timed, each candidate a fresh interpreter (`sys.executable`) started in an empty temp
 dir, wall clock from just before the spawn to its exit (stdout discarded), interleaved:
 
-- `help`: `python -m xent.cli --help` (Hydra's help: composes the config, lists every group).
-- `cfg_job`: `python -m xent.cli --cfg job` (composes and prints the config).
+- `help`: `python -m xent.runner.cli --help` (Hydra's help: composes the config, lists every group).
+- `cfg_job`: `python -m xent.runner.cli --cfg job` (composes and prints the config).
 - `hydra_compose` (the baseline): `python -c "<import hydra; initialize_config_module('xent.conf',
   version_base='1.3'); compose('config')>"`: the least any Hydra CLI of this config can cost.
 - `import_torch`: `python -c "import torch, lightning"`: what a training run pays before it
   can do anything.
-- `first_step`: the default run (`python -m xent.cli`: digits, the small CNN) with
+- `first_step`: the default run (`python -m xent.runner.cli`: digits, the small CNN) with
   `logger=none hydra.run.dir=<fresh temp dir>` and one extra callback added through the config
   (`+callbacks.first_step`, this module's `first_step_callback`), which stamps the wall clock
   when the first training batch starts (`on_train_batch_start`) and when its optimizer step
@@ -24,7 +24,7 @@ dir, wall clock from just before the spawn to its exit (stdout discarded), inter
   the process's exit, a few ms after the step) is `median_s.first_step`.
 
 Each figure is the median over the repetitions; ratios are between medians of this run.
-Separately, `python -X importtime -m xent.cli --help` (and `--cfg job`) shows which modules
+Separately, `python -X importtime -m xent.runner.cli --help` (and `--cfg job`) shows which modules
 those paths import: `torch_imported` records whether torch (or Lightning) was among them.
 
 Bar: median(help) and median(cfg_job) each < 1.5x median(hydra_compose), with no torch import on
@@ -46,7 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xent.benchmark import bench_parser, interleaved, median, write_result
+from xent.bench_harness import bench_parser, interleaved, median, write_result
 
 NAME = "startup"
 BAR = 1.5
@@ -64,7 +64,7 @@ IMPORT_TORCH = "import torch, lightning"
 PROFILE_CLI = (
     "import cProfile, sys\n"
     "out, sys.argv = sys.argv[1], ['xent-run', *sys.argv[2:]]\n"
-    "from xent.cli import main\n"
+    "from xent.runner.cli import main\n"
     "profile = cProfile.Profile()\n"
     "profile.enable()\n"
     "try:\n"
@@ -129,7 +129,7 @@ def candidates(work: Path, env: dict[str, str], stamps: list[tuple[float, float]
     runs = iter(range(10**9))
 
     def cli(*args: str) -> Callable[[], None]:
-        return lambda: _spawn(["-m", "xent.cli", *args], work, env)
+        return lambda: _spawn(["-m", "xent.runner.cli", *args], work, env)
 
     def code(source: str) -> Callable[[], None]:
         return lambda: _spawn(["-c", source], work, env)
@@ -144,7 +144,7 @@ def candidates(work: Path, env: dict[str, str], stamps: list[tuple[float, float]
             f"+callbacks.first_step.stamp_file={stamp}",
         ]
         spawned = time.time()
-        _spawn(["-m", "xent.cli", *overrides], work, env)
+        _spawn(["-m", "xent.runner.cli", *overrides], work, env)
         batch_start, step_end = json.loads(stamp.read_text())
         stamps.append((batch_start - spawned, step_end - spawned))
 
@@ -158,10 +158,10 @@ def candidates(work: Path, env: dict[str, str], stamps: list[tuple[float, float]
 
 
 def import_record(args: list[str], work: Path, env: dict[str, str]) -> dict[str, Any]:
-    """What `python -X importtime -m xent.cli ARGS` imports: whether torch or Lightning is among
-    it, the total import time, and the costliest top-level imports."""
+    """What `python -X importtime -m xent.runner.cli ARGS` imports: whether torch or Lightning
+    is among it, the total import time, and the costliest top-level imports."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "xent.cli", *args],
+        [sys.executable, "-X", "importtime", "-m", "xent.runner.cli", *args],
         cwd=work,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -242,12 +242,12 @@ def run(out: Path, quick: bool, repeats: int | None) -> dict[str, Any]:
     }
     result: dict[str, Any] = {
         "what": {
-            "help": "python -m xent.cli --help, spawn to exit",
-            "cfg_job": "python -m xent.cli --cfg job, spawn to exit",
+            "help": "python -m xent.runner.cli --help, spawn to exit",
+            "cfg_job": "python -m xent.runner.cli --cfg job, spawn to exit",
             BASELINE: "python -c: import hydra, initialize_config_module('xent.conf'), "
             "compose('config'); spawn to exit",
             "import_torch": "python -c 'import torch, lightning', spawn to exit",
-            "first_step": "python -m xent.cli logger=none hydra.run.dir=<tmp> (default run: "
+            "first_step": "python -m xent.runner.cli logger=none hydra.run.dir=<tmp> (default run: "
             "digits, cnn) + a callback that stamps the first training batch's start and step "
             "end, then exits; median_s.first_step is spawn to exit, first_step.* are spawn to "
             "the stamps",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xent.report import Row, collect, format_stat, mean_std, spread_label
+from xent.runner.report import Row, collect, format_stat, mean_std, spread_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

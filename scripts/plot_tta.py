@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from xent.report import format_stat, job_dirs
+from xent.runner.report import format_stat, job_dirs
 
 METHOD_NAMES = {
     "source": "Source",

@@ -1,10 +1,10 @@
-"""Many `python -m xent.cli` commands from one interpreter that has imported the libraries once.
+"""Many `python -m xent.runner.cli` commands from one interpreter that imported the libraries once.
 
 Each command still runs in a process of its own (a fork of the server, with its own argv,
-environment, working directory, stdout and stderr), so it sees what a fresh `python -m xent.cli`
-would; what it saves is the ~3 s import of torch and Lightning per command, which is most of a
-bad command's time. The server imports modules but runs no torch op before forking: forking a
-process whose thread pools have started is not safe.
+environment, working directory, stdout and stderr), so it sees what a fresh
+`python -m xent.runner.cli` would; what it saves is the ~3 s import of torch and Lightning per
+command, which is most of a bad command's time. The server imports modules but runs no torch op
+before forking: forking a process whose thread pools have started is not safe.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _SERVER = r"""
 import json, os, sys, traceback
 jobs = json.load(sys.stdin)
 import torch, torchvision, lightning.pytorch, hydra, omegaconf  # noqa: F401
-import xent.cli, xent.run, xent.preflight  # noqa: F401
+import xent.runner.cli, xent.runner.run, xent.runner.preflight  # noqa: F401
 
 def child(job):
     code = 1
@@ -34,7 +34,7 @@ def child(job):
         sys.path[:0] = [p for p in job["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
         for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
             os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-        sys.argv = [xent.cli.__file__, *job["args"]]
+        sys.argv = [xent.runner.cli.__file__, *job["args"]]
         try:
             exec(job["entry"], {"__name__": "__batch__"})
             code = 0
@@ -66,15 +66,15 @@ while queue or running:
 print(json.dumps([codes[i] for i in range(len(jobs))]))
 """
 
-# What `python -m xent.cli` runs. Not runpy: the server has xent.cli imported already, and
-# runpy would warn on stderr about re-running it.
-CLI_ENTRY = "import xent.cli\nxent.cli.main()\n"
+# What `python -m xent.runner.cli` runs. Not runpy: the server has xent.runner.cli imported
+# already, and runpy would warn on stderr about re-running it.
+CLI_ENTRY = "import xent.runner.cli\nxent.cli.main()\n"
 
 
 @dataclass
 class Command:
     """One CLI command: its arguments, working directory and environment changes. `entry` is
-    the Python that runs it in the child (default: what `python -m xent.cli` runs)."""
+    the Python that runs it in the child (default: what `python -m xent.runner.cli` runs)."""
 
     args: list[str]
     cwd: Path

@@ -108,7 +108,7 @@ def xent_run(*overrides: str, cwd: Path, env: dict | None = None, timeout: int =
     from tests.cli_batch import base_env
 
     full_env = {**base_env(), **(env or {})}
-    cmd = [sys.executable, "-m", "xent.cli", *overrides]
+    cmd = [sys.executable, "-m", "xent.runner.cli", *overrides]
     return subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import composed, xent_run
 from xent.losses import AnyLoss
-from xent.run import run
+from xent.runner.run import run
 
 SEEDS = [0, 1, 2]
 METRICS = ["f1", "bal_acc", "gmean", "acc"]

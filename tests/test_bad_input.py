@@ -371,8 +371,8 @@ CASES.update(
     }
 )
 
-# Runs the CLI as `python -m xent.cli` does, with torchvision's CIFAR md5 list replaced by the
-# checksums of the tiny files a case wrote (JSON at $XENT_TEST_CIFAR_MD5): then those files
+# Runs the CLI as `python -m xent.runner.cli` does, with torchvision's CIFAR md5 list replaced by
+# the checksums of the tiny files a case wrote (JSON at $XENT_TEST_CIFAR_MD5): then those files
 # are "the originals", and only the one a case truncated fails the check, as a truncated
 # download would.
 _WITH_TEST_CHECKSUMS = """

@@ -1,10 +1,10 @@
-"""xent.benchmark: the rotation of interleaved timing, and the JSON + README line it writes."""
+"""xent.bench_harness: the rotation of interleaved timing, and the JSON + README line it writes."""
 
 from __future__ import annotations
 
 import json
 
-from xent.benchmark import interleaved, write_result
+from xent.bench_harness import interleaved, write_result
 
 
 def test_interleaved_rotates_the_order_and_times_every_repetition():

@@ -199,8 +199,8 @@ def test_search_path_folders_extend_the_known_groups_and_keys(tmp_path, monkeypa
     """A group of the user's own (`+notes=short`) and a top-level key an experiment of theirs
     adds pass the command-line check only with their folder on the search path, given as a
     file:// folder or as a pkg:// package."""
-    from xent.command_line import check_overrides
     from xent.errors import ConfigError
+    from xent.runner.command_line import check_overrides
 
     for conf in (tmp_path / "userconf", tmp_path / "userpkg" / "conf"):
         (conf / "notes").mkdir(parents=True)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tests.conftest import xent_run
-from xent.command_line import check_overrides, config_groups
 from xent.errors import ConfigError
+from xent.runner.command_line import check_overrides, config_groups
 
 METRIC_KEYS = {
     "status",
@@ -137,7 +137,7 @@ def test_help_and_cfg_job_are_hydras_and_never_import_torch(tmp_path):
     assert shown.returncode == 0 and "lr: 0.2" in shown.stdout
     for args in (["--help"], ["--cfg", "job"]):
         timed = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "xent.cli", *args],
+            [sys.executable, "-X", "importtime", "-m", "xent.runner.cli", *args],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -148,9 +148,9 @@ def test_help_and_cfg_job_are_hydras_and_never_import_torch(tmp_path):
 
 
 def test_fast_help_prints_exactly_hydras_help(tmp_path):
-    """xent.fast_help patches Hydra's private group listing: the text must not change."""
+    """xent.runner.quick_help patches Hydra's private group listing: the text must not change."""
     hydras_own = (
-        "import sys; from xent import cli; "
+        "import sys; from xent.runner import cli; "
         "sys.argv = [cli.__file__, *sys.argv[2:]]; cli.hydra_app()"
     )
     for args in (["--help"], ["loss=gce", "--help"], ["--hydra-help"]):
@@ -217,11 +217,11 @@ def test_sweep_with_a_bad_job_finishes_the_others(tmp_path):
     assert good["status"] == "ok" and good["epochs"] == 1
 
 
-# --- overrides checked as typed (xent.command_line), before Hydra composes or writes ---------
+# --- overrides checked as typed (xent.runner.command_line), before Hydra composes or writes --
 
 LEGIT = [
     "+trainer.limit_train_batches=2",  # a new key under an existing node
-    "+callbacks.kill._target_=xent.callbacks.X",
+    "+callbacks.kill._target_=xent.runner.callbacks.X",
     "+loss.step=3",
     "+experiment=pld_digits",  # a group, appended
     "flow_pair=gaussian-moons",

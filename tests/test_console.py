@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import assert_one_line_error, run_bad_commands
-from xent.console import print_results
-from xent.report import Row, print_summary
+from xent.runner.console import print_results
+from xent.runner.report import Row, print_summary
 
 
 def test_a_long_value_is_printed_whole_when_stdout_is_not_a_terminal(capsys, monkeypatch):
@@ -45,7 +45,7 @@ def test_task_tta_on_clean_data_is_said_in_the_users_words(tmp_path):
 
 
 def test_a_sweep_jobs_line_says_its_outcome_in_one_line():
-    from xent.sweep import job_line
+    from xent.runner.sweep import job_line
 
     ok = {"status": "ok", "seed": 1, "test/acc": 0.97222, "test/nll": 0.1, "train_time_s": 3.0}
     assert job_line(3, ["loss=sce", "seed=1"], ok, 41.04) == (

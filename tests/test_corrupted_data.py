@@ -13,7 +13,6 @@ import xent.data.corrupted as corrupted_mod
 from tests.conftest import write_cifar
 from xent.corrupt.corruptions import CORRUPTIONS, apply, corruption_seed
 from xent.corrupt.layout import check_layout, read_corruption, read_meta, write_corrupted
-from xent.corrupt_cli import main
 from xent.data.base import Split
 from xent.data.corrupted import (
     CorruptedStreamDataModule,
@@ -23,6 +22,7 @@ from xent.data.corrupted import (
 )
 from xent.data.digits import DigitsDataModule
 from xent.errors import ConfigError, DataNotFoundError
+from xent.runner.corrupt_cli import main
 
 N_TEST = 24  # digits32 test images in the fast tests (the real split has 360)
 

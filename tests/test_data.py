@@ -127,7 +127,7 @@ def test_a_run_with_prefetch_threads_matches_one_without(tmp_path, monkeypatch):
 
     import lightning.fabric.utilities.data as lightning_data
 
-    from xent.run import run
+    from xent.runner.run import run
 
     monkeypatch.setattr(lightning_data, "_num_cpus_available", lambda: 16)
     with warnings.catch_warnings(record=True) as caught:

@@ -13,9 +13,9 @@ from hydra.utils import instantiate
 from tests.cli_batch import Command, run_commands
 from tests.conftest import composed, write_cifar
 from xent.losses import DKDLoss, KDLoss
-from xent.preflight import build_parts
 from xent.pretrained import cache_dir, obtain_pretrained
-from xent.run import run
+from xent.runner.preflight import build_parts
+from xent.runner.run import run
 from xent.tasks.distill import DistillTask
 
 FAST = ["trainer.max_epochs=1", "logger=none", "teacher.recipe.epochs=2"]

@@ -20,7 +20,7 @@ CONF = Path(__file__).resolve().parents[1] / "src" / "xent" / "conf"
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 # A task whose defaults pull in a per-data node needs data that has one (source/for_<data>).
 DATA_FOR_TASK = {"tta": "digits32_c"}
-# What the runner passes to every task besides the task config's own keys (xent.run.run).
+# What the runner passes to every task besides the task config's own keys (xent.runner.run.run).
 PASSED_BY_THE_RUNNER = {"net", "loss", "optimizer", "scheduler"}
 
 

@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_module
 
 from tests.conftest import composed, write_cifar
 from xent.corrupt.layout import write_corrupted
-from xent.preflight import build_parts
-from xent.run import run
+from xent.runner.preflight import build_parts
+from xent.runner.run import run
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "xent" / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -17,7 +17,7 @@ from tests.conftest import composed
 from xent.flow import fid as fid_module
 from xent.flow.fid import frechet_inception_distance
 from xent.flow.unet import VelocityUNet
-from xent.run import run
+from xent.runner.run import run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMAGE_RUN = ["loss=cfm", "data=digits", "model=velocity_unet", "logger=none"]

@@ -15,7 +15,7 @@ from tests.conftest import assert_one_line_error, composed, run_bad_commands
 from xent.data.toy2d import Toy2DDataModule
 from xent.errors import ConfigError
 from xent.flow import VelocityMLP, integrate, wasserstein2
-from xent.run import run
+from xent.runner.run import run
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "xent" / "conf"
 # The flow recipe's optimizer (Tong et al.: AdamW 1e-3, constant lr); the root default SGD

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import xent_run
 from xent.errors import ConfigError
-from xent.preflight import check_optimized_metric
+from xent.runner.preflight import check_optimized_metric
 
 CONF = Path(__file__).resolve().parents[1] / "src" / "xent" / "conf"
 SEARCHES = {  # name -> (searched key, objective, direction)

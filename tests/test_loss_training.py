@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import composed, task_overrides_for
-from xent.run import run
+from xent.runner.run import run
 
 LOSSES = sorted(p.stem for p in (Path(__file__).parents[1] / "src/xent/conf/loss").glob("*.yaml"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 from tests.test_report import fake_job
-from xent.report import collect, plot_summary, summary_figure
+from xent.runner.report import collect, plot_summary, summary_figure
 
 METRICS = ("test/acc", "best/test_acc", "test/acc5", "test/nll", "test/ece", "test/f1")
 

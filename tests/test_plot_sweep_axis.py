@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.test_report import fake_job
-from xent.report import collect
+from xent.runner.report import collect
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_sweep_axis.py"
 

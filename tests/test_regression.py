@@ -13,7 +13,7 @@ from tests.conftest import composed
 from xent.data.tabular import BreastCancerDataModule, DiabetesDataModule
 from xent.errors import ConfigError
 from xent.losses import HLGaussLoss, MSELoss
-from xent.run import run
+from xent.runner.run import run
 
 
 def histogram_by_loop(y: float, v_min: float, v_max: float, bins: int, ratio: float):

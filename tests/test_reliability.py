@@ -22,9 +22,9 @@ import torch
 
 from tests.cli_batch import Command, run_commands
 from tests.conftest import REPO, xent_run
-from xent import guards
+from xent import run_guards as guards
 from xent.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
-from xent.rundir import write_metrics
+from xent.runner.rundir import write_metrics
 
 # The number: the random kill points below are drawn from it, so every run of the
 # tests kills at the same (epoch, delay) points and a failure can be reproduced.
@@ -153,7 +153,7 @@ _WRITER = textwrap.dedent(
     import sys, torch
     from pathlib import Path
     from xent.checkpoint_io import atomic_torch_save
-    from xent.rundir import write_metrics
+    from xent.runner.rundir import write_metrics
     folder = Path(sys.argv[1])
     version = 0
     while True:
@@ -197,7 +197,7 @@ def test_every_trainer_gets_the_atomic_checkpoint_io(tmp_path):
     from lightning.pytorch.plugins.io import TorchCheckpointIO
     from omegaconf import OmegaConf
 
-    from xent.run import _plugins
+    from xent.runner.run import _plugins
 
     plugins = _plugins(OmegaConf.create({"max_epochs": 1}))
     trainer = L.Trainer(plugins=plugins, logger=False, default_root_dir=tmp_path)

@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from xent.report import collect, write_summary
+from xent.runner.report import collect, write_summary
 
 # A classify job's summary_keys (ClassifyTask.summary_keys), as the run writes them.
 CLASSIFY = ["test/acc", "best/test_acc", "test/acc5", "test/nll", "test/ece", "test/f1"]
@@ -73,17 +73,17 @@ def test_summary_files_hold_mean_and_sample_std(tmp_path):
 def test_cli_exit_codes(tmp_path):
     sweep, _ = make_sweep(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "xent.report", str(sweep)], capture_output=True, text=True
+        [sys.executable, "-m", "xent.runner.report", str(sweep)], capture_output=True, text=True
     )
     assert proc.returncode == 1 and "loss=ce" in proc.stdout  # a failed job is reported
     empty = subprocess.run(
-        [sys.executable, "-m", "xent.report", str(tmp_path / "nope")],
+        [sys.executable, "-m", "xent.runner.report", str(tmp_path / "nope")],
         capture_output=True,
         text=True,
     )
     assert empty.returncode == 2 and "is not a directory" in empty.stderr.splitlines()[-1]
     unknown = subprocess.run(
-        [sys.executable, "-m", "xent.report", str(sweep), "--metric", "test/nope"],
+        [sys.executable, "-m", "xent.runner.report", str(sweep), "--metric", "test/nope"],
         capture_output=True,
         text=True,
     )
@@ -111,7 +111,9 @@ def test_columns_are_the_metrics_the_jobs_reported(tmp_path):
 
 def run_report(*args):
     return subprocess.run(
-        [sys.executable, "-m", "xent.report", *map(str, args)], capture_output=True, text=True
+        [sys.executable, "-m", "xent.runner.report", *map(str, args)],
+        capture_output=True,
+        text=True,
     )
 
 

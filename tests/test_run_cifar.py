@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.conftest import composed, write_cifar
-from xent.run import run
+from xent.runner.run import run
 
 
 @pytest.mark.slow

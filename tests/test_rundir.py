@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from xent.cli import _is_value_override, one_line
 from xent.errors import ConfigError
-from xent.preflight import check_override_types, check_values
-from xent.rundir import (
+from xent.runner.cli import _is_value_override, one_line
+from xent.runner.preflight import check_override_types, check_values
+from xent.runner.rundir import (
     CONTINUE,
     FINISHED,
     FRESH,
@@ -261,7 +261,7 @@ def test_hydra_writes_no_run_files_under_resume(resume, subdir):
 def test_metrics_json_is_written_once_at_the_end_with_every_reported_key(tmp_path, monkeypatch):
     """A run writes metrics.json once, after training and testing, complete: a run that wrote
     it early (a reader would take a half-done run for a result) or twice fails here."""
-    import xent.run
+    import xent.runner.run
     from tests.conftest import composed
 
     cfg = composed(tmp_path, "trainer.max_epochs=1", "logger=none")
@@ -272,8 +272,8 @@ def test_metrics_json_is_written_once_at_the_end_with_every_reported_key(tmp_pat
         writes.append({**values, "last.ckpt there": (folder / "checkpoints/last.ckpt").exists()})
         return write_metrics(folder, values)
 
-    monkeypatch.setattr(xent.run, "write_metrics", recording)
-    returned = xent.run.run(cfg)
+    monkeypatch.setattr(xent.runner.run, "write_metrics", recording)
+    returned = xent.runner.run.run(cfg)
     assert len(writes) == 1
     written = writes[0]
     assert written.pop("last.ckpt there")

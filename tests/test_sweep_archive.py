@@ -1,5 +1,5 @@
 """A sweep never overwrites an earlier sweep: a fresh multirun into a sweep dir that holds one
-moves it to archive/<stamp>/ first (xent.sweep_archive), byte for byte; a resume rerun moves
+moves it to archive/<stamp>/ first (xent.runner.sweep_archive), byte for byte; a resume rerun moves
 nothing; a sweep dir that cannot be written fails in one line with nothing moved."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from tests.conftest import xent_run
 from tests.test_bad_input import mount_tmpfs
 from tests.test_resume import snapshot
-from xent.sweep_archive import earlier_sweep_entries, sweep_starts_fresh
+from xent.runner.sweep_archive import earlier_sweep_entries, sweep_starts_fresh
 
 SWEEP = ["-m", "seed=0,1", "trainer.max_epochs=1", "logger=none"]
 JOB_FILES = [

@@ -9,7 +9,7 @@ from torch import nn
 
 from tests.conftest import composed
 from xent.errors import ConfigError
-from xent.preflight import build_parts
+from xent.runner.preflight import build_parts
 
 
 class RecordingLoss(nn.Module):
@@ -41,7 +41,7 @@ HERE = "tests.test_task_inputs"
 
 @pytest.mark.slow
 def test_index_and_features_reach_the_loss(tmp_path):
-    from xent.run import run
+    from xent.runner.run import run
 
     RecordingLoss.calls.clear()
     RecordingLoss.samples.clear()

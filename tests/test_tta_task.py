@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from tests.conftest import assert_one_line_error, composed, run_bad_commands, write_cifar
 from xent.corrupt.layout import write_corrupted
 from xent.models import resnet8, wrn28_10
-from xent.run import run
+from xent.runner.run import run
 from xent.tasks.tta import NormalizedClassifier, TTATask, setup_cache_file, summarize_errors
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

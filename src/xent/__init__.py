@@ -4,6 +4,6 @@ Importing the package registers the OmegaConf resolvers its configs use, so that
 that composes or runs a config has them (the CLI, a submitit job, a test).
 """
 
-from xent.rundir import register_resolvers
+from xent.runner.rundir import register_resolvers
 
 register_resolvers()

@@ -1,7 +1,7 @@
 """Small named checks on a composed config, each failing with its one-line `ConfigError`.
 
-The preflight (`xent.preflight`) and the tasks' own checks (`Task.check`) both build on these,
-so a message says the same thing wherever the check runs. Docs: docs/pipeline.md §3.
+The preflight (`xent.runner.preflight`) and the tasks' own checks (`Task.check`) both build on
+these, so a message says the same thing wherever the check runs. Docs: docs/pipeline.md §3.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ import re
 _NAMES_ITS_KEY = re.compile(r"^[a-z_]+(\.[A-Za-z_]\w*)+=")
 
 
+# The CLIs' exit statuses: 2 for bad input (nothing was written), 1 for a run that failed.
+EXIT_BAD_INPUT = 2
+EXIT_RUN_FAILED = 1
+
+
 class XentError(Exception):
     """Bad input or a missing resource; the message names the key and what would be valid."""
 

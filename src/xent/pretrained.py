@@ -11,7 +11,7 @@ hashes what determines the weights: the model, the data, the recipe and the seed
 need the same missing model take a file lock, so it is trained once.
 
 A missing model is trained by a `RunTrainer` the caller passes in (the runner hands
-`xent.run.run` to a task's `prepare`), so this module imports no runner or task code: the
+`xent.runner.run.run` to a task's `prepare`), so this module imports no runner or task code: the
 tasks that need a pretrained model (`distill`, `tta`) build on it, never the reverse.
 """
 
@@ -36,7 +36,7 @@ log = logging.getLogger("xent")
 WEIGHTS_FILE = "teacher.pt"
 # Data keys that do not change what a teacher learns (where files live, loader workers).
 _DATA_KEYS_NOT_IN_KEY = ("root", "download", "num_workers", "shuffle_seed", "eval_batch_size")
-# Trains one run config into its `paths.output_dir` and returns its metrics (`xent.run.run`).
+# Trains one run config into its `paths.output_dir` and returns its metrics (`xent.runner.run.run`).
 RunTrainer = Callable[[DictConfig], dict[str, Any]]
 
 

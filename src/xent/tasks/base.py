@@ -1,7 +1,7 @@
 """The task contract: everything the runner asks of a task, declared once, here.
 
-The runner (`xent.preflight`, `xent.run`, `xent.rundir`, `xent.report`) reaches a task only
-through the class `task._target_` names and the members below; it names no task. A new task is
+The runner (`xent.runner`: preflight, run, rundir, report) reaches a task only through the class
+`task._target_` names and the members below; it names no task. A new task is
 one module in `tasks/` plus its `conf/task/*.yaml`, and edits no other file
 (docs/pipeline.md §6).
 """

@@ -41,7 +41,7 @@ from xent.errors import ConfigError, root_message
 from xent.flow import integrate, normalized_path_energy, wasserstein2
 from xent.flow.fid import frechet_inception_distance
 from xent.flow.ode import METHODS
-from xent.guards import check_finite_loss
+from xent.run_guards import check_finite_loss
 from xent.tasks.base import Task
 from xent.tasks.probes import check_data_fits
 

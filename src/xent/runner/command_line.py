@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 
 from xent.errors import ConfigError
 
-CONF_DIR = Path(__file__).parent / "conf"
+CONF_DIR = Path(__file__).parents[1] / "conf"
 MULTIRUN_FLAGS = {"-m", "--multirun"}
 SEARCH_PATH_KEY = "hydra.searchpath"
 _GLOBAL_PACKAGE = re.compile(r"^#\s*@package\s+_global_\s*$", re.M)

@@ -14,13 +14,12 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from xent.command_line import CONF_DIR, check_overrides, conf_dirs_of, group_options
-from xent.fast_help import HELP_FLAGS, share_group_listing_repository
+from xent.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED
+from xent.runner.command_line import CONF_DIR, check_overrides, conf_dirs_of, group_options
+from xent.runner.quick_help import HELP_FLAGS, share_group_listing_repository
 
 CONFIG_MODULE = "xent.conf"
 CONFIG_NAME = "config"
-EXIT_BAD_INPUT = 2
-EXIT_RUN_FAILED = 1
 
 
 class RunFailed(Exception):
@@ -48,7 +47,7 @@ _run_dir: Path | None = None
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)
 def hydra_app(cfg: DictConfig) -> float | None:
     from xent.errors import XentError, root_message
-    from xent.run import run
+    from xent.runner.run import run
 
     try:
         check_ddp_in_sweep(cfg)
@@ -83,13 +82,13 @@ def preflight_single_run(overrides: list[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    from xent.rundir import archive_previous_run, check_run_dir_writable, preflight_resume
+    from xent.runner.rundir import archive_previous_run, check_run_dir_writable, preflight_resume
 
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
         cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
-        # torch loads with xent.preflight: a misspelt option fails in Hydra's compose above,
+        # torch loads with xent.runner.preflight: a misspelt option fails in Hydra's compose above,
         # before it, in a fraction of a second
-        from xent.preflight import build_parts, check_override_types
+        from xent.runner.preflight import build_parts, check_override_types
 
         dirs = conf_dirs_of(overrides)
         value_overrides = [o for o in overrides if _is_value_override(o, dirs)]
@@ -254,7 +253,7 @@ def main() -> None:
             raise
         _job_failures.append(RunFailed(_run_dir, f"{type(err).__name__}: {err}"))
     except KeyboardInterrupt as err:  # Ctrl-C: one line with the way on, exit 130
-        from xent.rundir import EXIT_INTERRUPTED, interrupted_line
+        from xent.runner.rundir import EXIT_INTERRUPTED, interrupted_line
 
         print(interrupted_line(err), file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
@@ -263,7 +262,7 @@ def main() -> None:
         # the jobs' own one-line reasons below say why; anything else is a bug, shown whole.
         if user_wants_traceback or not _job_failures:
             raise
-    from xent import sweep
+    from xent.runner import sweep
 
     _job_failures.extend(XentError(error) for error in sweep.summary_errors)  # a bad headline
     if sweep.failed_jobs and not _job_failures:  # jobs that failed in other processes

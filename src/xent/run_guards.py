@@ -1,6 +1,6 @@
 """Guards that stop a run cleanly instead of letting it rot: a non-finite loss and SIGTERM.
 
-Both end the run with an exception, so `xent.run.run`'s error path writes metrics.json
+Both end the run with an exception, so `xent.runner.run.run`'s error path writes metrics.json
 (status failed, with the reason) and error.log, and the CLI prints one line. Neither saves a
 checkpoint: the last one on disk is the last good state, and `resume=true` continues from it.
 """

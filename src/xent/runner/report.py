@@ -2,8 +2,8 @@
 
 Reads whatever jobs have finished (each job dir's `.hydra/overrides.yaml` and `metrics.json`),
 so it can be rerun while a sweep is still going or after some jobs failed. `summarize` writes
-summary.csv/.md/.png and prints the table; the end-of-sweep callback (`xent.sweep`) calls it, so
-this module never imports the sweep's.
+summary.csv/.md/.png and prints the table; the end-of-sweep callback (`xent.runner.sweep`) calls
+it, so this module never imports the sweep's.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def summarize(sweep_dir: Path, wanted: Sequence[str] | None = None, title: str =
 def print_summary(rows: list[Row], metrics: Sequence[str], title: str = "") -> None:
     from rich.table import Table
 
-    from xent.console import stdout_console
+    from xent.runner.console import stdout_console
 
     table = Table(title=title or "sweep summary", title_style="bold")
     table.add_column("run")

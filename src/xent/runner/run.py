@@ -16,11 +16,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xent.checkpoint_io import AtomicCheckpointIO
 from xent.checks import task_class
-from xent.console import print_config, print_results
 from xent.errors import root_message
-from xent.guards import keep_sigint_handler, stop_on_sigterm
-from xent.preflight import build_parts
-from xent.rundir import (
+from xent.run_guards import keep_sigint_handler, stop_on_sigterm
+from xent.runner.console import print_config, print_results
+from xent.runner.preflight import build_parts
+from xent.runner.rundir import (
     CONTINUE,
     FINISHED,
     Interrupted,

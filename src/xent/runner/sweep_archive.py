@@ -15,9 +15,8 @@ from typing import Any, NoReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from xent.cli import EXIT_BAD_INPUT, EXIT_RUN_FAILED
-from xent.errors import XentError
-from xent.rundir import (
+from xent.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, XentError
+from xent.runner.rundir import (
     LAST_CKPT,
     RUN_ARTIFACTS,
     archive_entries,
@@ -41,7 +40,7 @@ SWEEP_FILES = (
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """The folders of `sweep_dir` (archive/ aside) where a job left files: one level down, as
-    Hydra numbers them and as `xent.report.collect` reads them. Deeper folders are not looked
+    Hydra numbers them and as `xent.runner.report.collect` reads them. Deeper folders are not looked
     at, so a sweep dir such as `.` never takes a project's other run dirs for its jobs."""
     if not sweep_dir.is_dir():
         return []

@@ -2,7 +2,7 @@
 
 `SweepSummary` is a Hydra callback (`hydra.callbacks.summary` in `conf/hydra/default.yaml`):
 Hydra calls `on_multirun_end` in the launching process once every job has returned, whatever
-the launcher. It summarises the job dirs through `xent.report` (the same code `xent-report`
+the launcher. It summarises the job dirs through `xent.runner.report` (the same code `xent-report`
 runs), so a summary made at the end and one rebuilt later from the files are the same.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from xent.report import (
+from xent.runner.report import (
     Row,
     format_stat,
     headline_metrics,

@@ -1,7 +1,7 @@
 """What a person sees in the terminal: the config at start, a result table at the end.
 
 In a sweep (`xent-run -m`) a job's config, progress and table go to its own xent.log instead:
-the terminal shows one line per job (`xent.sweep.JobLines`) and the sweep's summary.
+the terminal shows one line per job (`xent.runner.sweep.JobLines`) and the sweep's summary.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class SingleRunOnly(logging.Filter):
 
 class DropJobStartLines(logging.Filter):
     """On Hydra's console handler: the basic launcher's `#N : overrides` line as each job
-    starts; `xent.sweep.JobLines` prints the job's one line, with its outcome, as it ends.
+    starts; `xent.runner.sweep.JobLines` prints the job's one line, with its outcome, as it ends.
     Launchers that run jobs elsewhere (submitit, SLURM) keep theirs."""
 
     def filter(self, record: logging.LogRecord) -> bool:

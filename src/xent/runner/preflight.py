@@ -63,7 +63,7 @@ def check_override_types(defaults: DictConfig, overrides: list[str]) -> None:
             defaults, key, default=None, throw_on_missing=False, throw_on_resolution_failure=False
         )
         if default is None or isinstance(default, DictConfig) or key == "resume":
-            continue  # resume: false | true | auto, checked by xent.rundir.resume_mode
+            continue  # resume: false | true | auto, checked by xent.runner.rundir.resume_mode
         value = override.value()
         if not _same_kind(default, value):
             raise ConfigError(
