@@ -32,8 +32,8 @@ class BiasLoss(Loss):
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.3, norm: str = "local"):
         super().__init__()
-        self.alpha = number("alpha", alpha, lambda v: v >= 0, ">= 0")
-        self.beta = number("beta", beta, lambda v: v < 1, "< 1")
+        self.alpha = number("alpha", alpha, at_least=0)
+        self.beta = number("beta", beta, below=1)
         if norm not in ("local", "global"):
             raise ValueError(f"loss.norm={norm!r} must be 'local' or 'global'")
         self.norm = norm
