@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xent.checks import is_integer
 from xent.corrupt.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -214,7 +215,7 @@ def read_corruption(
     labels = _load(labels_path, root)
     _check_labels(labels_path, labels, len(images))
     if n_per_severity is not None:
-        if isinstance(n_per_severity, bool) or not isinstance(n_per_severity, int | np.integer):
+        if not is_integer(n_per_severity):
             raise ConfigError(f"n_per_severity={n_per_severity!r} must be an integer in 1..{n}")
         if not 1 <= n_per_severity <= n:
             raise ConfigError(f"n_per_severity={n_per_severity} must be in 1..{n} for {path}")
