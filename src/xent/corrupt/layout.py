@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xent.checks import is_integer
+from xent.checks import integer, is_integer
 from xent.corrupt.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -99,8 +99,7 @@ def write_corrupted(
             f"write_corrupted: labels are {labels.dtype} {tuple(labels.shape)}; need {n} ints"
         )
     names = [check_corruption(c, "corruptions") for c in corruptions]
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigError(f"chunk_size={chunk_size!r} must be a positive integer")
+    integer("chunk_size", chunk_size, at_least=1, what="a positive integer")
     root.mkdir(parents=True, exist_ok=True)
     label_dtype = np.uint8 if labels.min() >= 0 and labels.max() <= 255 else np.int64
     _save_atomic(root / LABELS, np.tile(labels.astype(label_dtype), len(SEVERITIES)))

@@ -36,9 +36,9 @@ def integer(name: str, value: Any, **bounds: Any) -> int:
     return checks.integer(f"loss.{name}", value, error=ValueError, **bounds)
 
 
-def one_of(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
+def one_of(name: str, value: Any, choices: tuple[Any, ...], what: str | None = None) -> Any:
     """`xent.checks.one_of` on `loss.<name>`, raising ValueError."""
-    return checks.one_of(f"loss.{name}", value, choices, error=ValueError)
+    return checks.one_of(f"loss.{name}", value, choices, what=what, error=ValueError)
 
 
 def flag(name: str, value: Any) -> bool:
