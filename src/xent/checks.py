@@ -14,12 +14,14 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xent.errors import ConfigError, XentError, root_message
+
+if TYPE_CHECKING:  # torch is imported where a check needs it: xent-corrupt never loads it
+    import torch
 
 T = TypeVar("T")
 Show = Callable[[Any], str]
@@ -242,6 +244,8 @@ def shape_words(shape: tuple[int, ...]) -> str:
 def zeros_forward(net: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     """The net's output for zeros of `shape`, in eval mode and without gradients; the net's
     train/eval mode is restored afterwards."""
+    import torch
+
     was_training = net.training
     net.eval()
     try:
@@ -253,5 +257,7 @@ def zeros_forward(net: torch.nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
 
 def check_scalar_loss(cfg: DictConfig, value: Any) -> None:
     """A loss returns one number per batch; anything else fails before training, not in it."""
+    import torch
+
     if not isinstance(value, torch.Tensor) or value.dim() != 0:
         raise ConfigError(f"{choice_name(cfg, 'loss')}: must return a scalar, got {value!r}")
