@@ -122,7 +122,7 @@ CASES.update(
             ("data.hflip=maybe",), ("data.hflip=maybe: expected true or false (default False)",)
         ),
         "checkpoint choice": Case(
-            ("eval_ckpt=foo",), ("eval_ckpt='foo' must be one of ('last', 'best')",)
+            ("eval_ckpt=foo",), ("eval_ckpt='foo' must be one of last, best",)
         ),
         # --- out of range -------------------------------------------------------------------
         "lr < 0": Case(("optim.lr=-0.1",), ("optim.lr=-0.1 must be a number > 0",)),

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from xent.checks import integer
 from xent.errors import ConfigError
 
 CORRUPTIONS: tuple[str, ...] = (
@@ -58,11 +59,7 @@ def check_corruption(name: object, key: str = "corruption") -> str:
 
 def check_severity(severity: object, key: str = "severity") -> int:
     """The severity if it is an int in 1..5, else a one-line ConfigError."""
-    if isinstance(severity, bool) or not isinstance(severity, int | np.integer):
-        raise ConfigError(f"{key}={severity!r} must be an integer severity in 1..5")
-    if not 1 <= int(severity) <= 5:
-        raise ConfigError(f"{key}={severity!r} must be an integer severity in 1..5")
-    return int(severity)
+    return integer(key, severity, at_least=1, at_most=5, what="an integer severity in 1..5")
 
 
 def _check_batch(images: np.ndarray) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xent.checks import integer, is_integer
 from xent.corrupt.corruptions import (
     CORRUPTIONS,
     SEVERITIES,
@@ -98,8 +99,7 @@ def write_corrupted(
             f"write_corrupted: labels are {labels.dtype} {tuple(labels.shape)}; need {n} ints"
         )
     names = [check_corruption(c, "corruptions") for c in corruptions]
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigError(f"chunk_size={chunk_size!r} must be a positive integer")
+    integer("chunk_size", chunk_size, at_least=1, what="a positive integer")
     root.mkdir(parents=True, exist_ok=True)
     label_dtype = np.uint8 if labels.min() >= 0 and labels.max() <= 255 else np.int64
     _save_atomic(root / LABELS, np.tile(labels.astype(label_dtype), len(SEVERITIES)))
@@ -214,7 +214,7 @@ def read_corruption(
     labels = _load(labels_path, root)
     _check_labels(labels_path, labels, len(images))
     if n_per_severity is not None:
-        if isinstance(n_per_severity, bool) or not isinstance(n_per_severity, int | np.integer):
+        if not is_integer(n_per_severity):
             raise ConfigError(f"n_per_severity={n_per_severity!r} must be an integer in 1..{n}")
         if not 1 <= n_per_severity <= n:
             raise ConfigError(f"n_per_severity={n_per_severity} must be in 1..{n} for {path}")

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from xent.checks import integer, number
 from xent.data.augment import random_crop_flip
 from xent.data.noise import symmetric_label_noise
 from xent.errors import ConfigError
@@ -184,12 +185,9 @@ class InMemoryImageDataModule(L.LightningDataModule):
                 f"data.input_shape={list(input_shape)} must be "
                 f"[in_channels, image_size, image_size] = {[in_channels, image_size, image_size]}"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size!r} must be a positive integer")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers={num_workers!r} must be an integer >= 0")
-        if not 0.0 <= float(label_noise) < 1.0:
-            raise ConfigError(f"data.label_noise={label_noise!r} must be in [0, 1)")
+        integer("data.batch_size", batch_size, at_least=1, what="a positive integer")
+        integer("data.num_workers", num_workers, at_least=0)
+        number("data.label_noise", label_noise, at_least=0, below=1)
         self.num_classes, self.in_channels, self.image_size = num_classes, in_channels, image_size
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or max(batch_size, 256)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from xent.checks import integer
 from xent.corrupt.corruptions import CORRUPTIONS, check_corruption, check_severity
 from xent.corrupt.layout import (
     check_layout,
@@ -192,14 +193,9 @@ class CorruptedStreamDataModule(L.LightningDataModule):
         if input_shape is not None and [int(d) for d in input_shape] != [3, 32, 32]:
             raise ConfigError(f"data.input_shape={list(input_shape)} must be [3, 32, 32]")
         for key, value in (("batch_size", batch_size), ("source_batch_size", source_batch_size)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ConfigError(f"data.{key}={value!r} must be a positive integer")
-            if value is not None and value < 1:
-                raise ConfigError(f"data.{key}={value!r} must be a positive integer")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers={num_workers!r} must be an integer >= 0")
-        if n_per_domain is not None and (not isinstance(n_per_domain, int) or n_per_domain < 1):
-            raise ConfigError(f"data.n_per_domain={n_per_domain!r} must be null or an integer >= 1")
+            integer(f"data.{key}", value, at_least=1, optional=True, what="a positive integer")
+        integer("data.num_workers", num_workers, at_least=0)
+        integer("data.n_per_domain", n_per_domain, at_least=1, optional=True)
         corruptions = _plain(corruptions)
         if isinstance(corruptions, str):
             raise ConfigError(f"data.corruptions={corruptions!r} must be a list of names")

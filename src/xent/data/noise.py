@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from xent.checks import number
+
 
 def symmetric_label_noise(
     labels: torch.Tensor, rate: float, num_classes: int, seed: int
@@ -14,8 +16,7 @@ def symmetric_label_noise(
     labels correct) makes the realised noise rate equal to `rate`, which is what the
     noisy-label tables report (e.g. SCE's "40% symmetric").
     """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"data.label_noise={rate} must be in [0, 1)")
+    number("data.label_noise", rate, at_least=0, below=1, error=ValueError, show=str)
     noisy = labels.clone()
     n_flip = round(rate * len(labels))
     if n_flip == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from xent.checks import integer
 from xent.data.base import InMemoryImageDataModule, Split
 from xent.errors import ConfigError
 
@@ -43,8 +44,7 @@ class SyntheticImageDataModule(InMemoryImageDataModule):
         super().__init__(**kwargs)
         sizes = {"train_size": train_size, "val_size": val_size, "test_size": test_size}
         for key, n in sizes.items():
-            if not isinstance(n, int) or n < 1:
-                raise ConfigError(f"data.{key}={n!r} must be a positive integer")
+            integer(f"data.{key}", n, at_least=1, what="a positive integer")
         if train_size < self.num_classes:
             raise ConfigError(
                 f"data.train_size={train_size} must be at least data.num_classes={self.num_classes}"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xent.checks import integer, number
 from xent.data.base import epoch_loader
 from xent.data.split import stratified_split
 from xent.errors import ConfigError
@@ -70,13 +71,10 @@ class TabularDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
     ):
         super().__init__()
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ConfigError(f"data.batch_size={batch_size!r} must be a positive integer")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers={num_workers!r} must be an integer >= 0")
+        integer("data.batch_size", batch_size, at_least=1, what="a positive integer")
+        integer("data.num_workers", num_workers, at_least=0)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 < float(value) < 1.0:
-                raise ConfigError(f"data.{key}={value!r} must be in (0, 1)")
+            number(f"data.{key}", value, above=0, below=1)
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError(
                 f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} "

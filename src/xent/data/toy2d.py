@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from xent.checks import integer
 from xent.errors import ConfigError
 from xent.flow.distributions import check_name, sample
 
@@ -74,12 +75,6 @@ class PairGather(Dataset):
         return self.source[i0], self.target[i1]
 
 
-def _positive_int(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"data.{key}={value!r} must be a positive integer")
-    return value
-
-
 class Toy2DDataModule(L.LightningDataModule):
     """Source and target samples of two named 2D distributions; batches are (x0, x1).
 
@@ -114,9 +109,8 @@ class Toy2DDataModule(L.LightningDataModule):
                 raise ConfigError(str(err)) from None
         sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "batch_size": batch_size}
         for key, value in sizes.items():
-            _positive_int(key, value)
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"data.num_workers={num_workers!r} must be an integer >= 0")
+            integer(f"data.{key}", value, at_least=1, what="a positive integer")
+        integer("data.num_workers", num_workers, at_least=0)
         if dim != 2 or num_classes != 2 or list(input_shape) != [2]:
             raise ConfigError(
                 f"data.dim={dim!r} (num_classes={num_classes!r}, input_shape="

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from xent.checks import integer
+
 Sampler = Callable[[int, torch.Generator], torch.Tensor]
 
 EIGHT_GAUSSIANS_RADIUS = 5.0
@@ -92,8 +94,7 @@ def sample(
     config key shown in the error for an unknown name (e.g. "data.source").
     """
     check_name(name, key)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n={n!r} must be an integer >= 0")
+    integer("n", n, at_least=0, error=ValueError)
     if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
         raise ValueError(f"sample() needs a CPU torch.Generator (seeded), got {generator!r}")
     return SAMPLERS[name](n, generator).float()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xent.losses._common import bad_value, number
+from xent.losses._common import flag, number, one_of
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -43,13 +43,6 @@ class FlowBatch:
     x0: torch.Tensor  # the pairs actually used (re-paired by OT-CFM)
     x1: torch.Tensor
     noise: torch.Tensor | None  # ε, None when σ = 0
-
-
-def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    """`value` if it is one of `options`, else the one-line construction error."""
-    if value not in options:
-        raise bad_value(name, value, "one of " + ", ".join(options))
-    return value
 
 
 def sq_distances(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
@@ -115,7 +108,7 @@ class FlowMatchingLoss(nn.Module):
 
     def __init__(self, sigma: float = 0.0) -> None:
         super().__init__()
-        self.sigma = number("sigma", sigma, lambda v: v >= 0, ">= 0")
+        self.sigma = number("sigma", sigma, at_least=0)
 
     @property
     def loss_name(self) -> str:
@@ -209,7 +202,7 @@ class OTCFMLoss(FlowMatchingLoss):
 
     def __init__(self, sigma: float = 0.0, pairing: str = "sample") -> None:
         super().__init__(sigma)
-        self.pairing = choice("pairing", pairing, self.PAIRINGS)
+        self.pairing = one_of("pairing", pairing, self.PAIRINGS)
 
     def hparams(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "pairing": self.pairing}
@@ -260,12 +253,10 @@ class WCFMLoss(FlowMatchingLoss):
         normalize: bool = True,
     ) -> None:
         super().__init__(sigma)
-        self.eps = number("eps", eps, lambda v: v > 0, "> 0")
-        self.eps_mode = choice("eps_mode", eps_mode, self.EPS_MODES)
-        self.cost = choice("cost", cost, self.COSTS)
-        if not isinstance(normalize, bool):
-            raise bad_value("normalize", normalize, "true or false")
-        self.normalize = normalize
+        self.eps = number("eps", eps, above=0)
+        self.eps_mode = one_of("eps_mode", eps_mode, self.EPS_MODES)
+        self.cost = one_of("cost", cost, self.COSTS)
+        self.normalize = flag("normalize", normalize)
 
     def hparams(self) -> dict[str, Any]:
         return {

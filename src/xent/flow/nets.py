@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from xent.checks import integer
+
 
 class VelocityMLP(nn.Module):
     """v_θ(t, x): an MLP on [x, t] with `depth` SELU hidden layers of `width` (default 3 × 64).
@@ -17,8 +19,7 @@ class VelocityMLP(nn.Module):
     def __init__(self, dim: int = 2, width: int = 64, depth: int = 3) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("width", width), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name}={value!r} must be an integer >= 1")
+            integer(f"model.{name}", value, at_least=1, error=ValueError)
         self.dim = dim
         layers: list[nn.Module] = [nn.Linear(dim + 1, width), nn.SELU()]
         for _ in range(depth - 1):

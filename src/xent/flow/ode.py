@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from xent.checks import integer, one_of
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 METHODS = ("dopri5", "euler")
 
@@ -55,12 +57,9 @@ def integrate(
     """
     from torchdiffeq import odeint
 
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be an integer >= 1")
-    if isinstance(num_times, bool) or not isinstance(num_times, int) or num_times < 2:
-        raise ValueError(f"num_times={num_times!r} must be an integer >= 2")
+    one_of("method", method, METHODS, error=ValueError)
+    integer("steps", steps, at_least=1, error=ValueError)
+    integer("num_times", num_times, at_least=2, error=ValueError)
     calls = 0
 
     def v(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xent.checks import bad_value, integer, is_integer, number
+
 
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of t ∈ [0, 1] (scaled by 1000, so the frequencies cover the range
@@ -90,18 +92,18 @@ class VelocityUNet(nn.Module):
             ("channels", channels),
             ("num_res_blocks", num_res_blocks),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"model.{name}={value!r} must be an integer >= 1")
+            integer(f"model.{name}", value, at_least=1, error=ValueError)
         mults = list(channel_mults)
-        if not mults or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mults):
-            raise ValueError(f"model.channel_mults={mults!r} must be a non-empty list of ints >= 1")
+        if not mults or any(not is_integer(m) or m < 1 for m in mults):
+            raise bad_value(
+                "model.channel_mults", mults, "a non-empty list of ints >= 1", error=ValueError
+            )
         if image_size % 2 ** (len(mults) - 1):
             raise ValueError(
                 f"model.channel_mults has {len(mults)} levels, so the image size must divide by "
                 f"{2 ** (len(mults) - 1)}; got image_size={image_size}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.dropout={dropout!r} must be in [0, 1)")
+        number("model.dropout", dropout, at_least=0, below=1, error=ValueError)
         self.in_channels, self.image_size = in_channels, image_size
         self.time_dim = 4 * channels
         self.time_mlp = nn.Sequential(

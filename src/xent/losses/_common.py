@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from xent import checks
+
 # A sum-exponential style term exp(e) is evaluated exactly up to e = EXP_CLAMP and continued
 # linearly (same value and slope at the join) beyond it. exp(50) ≈ 5.2e21, so even the linear
 # tail at |logit| ~ 1e4 stays ~1e26, far below the fp32 maximum (3.4e38) after a batch sum.
@@ -21,23 +23,27 @@ EXP_CLAMP = 50.0
 
 def bad_value(name: str, value: Any, valid: str) -> ValueError:
     """The one-line construction error every loss raises: names the key and the valid range."""
-    return ValueError(f"loss.{name}={value!r} must be {valid}")
+    return checks.bad_value(f"loss.{name}", value, valid, error=ValueError)
 
 
-def number(name: str, value: Any, ok, valid: str, shown: Any = None) -> float:
-    """`value` as a float if it is a finite real number with `ok(value)`, else ValueError
-    naming `name` and `shown` (default: the value itself)."""
-    bad = isinstance(value, bool) or not isinstance(value, int | float)
-    if bad or not math.isfinite(value) or not ok(value):
-        raise bad_value(name, value if shown is None else shown, valid)
-    return float(value)
+def number(name: str, value: Any, **bounds: Any) -> float:
+    """`xent.checks.number` on `loss.<name>`, raising ValueError (`above=0`, `at_least=0`, ...)."""
+    return checks.number(f"loss.{name}", value, error=ValueError, **bounds)
 
 
-def integer(name: str, value: Any, ok, valid: str) -> int:
-    """`value` as an int if it is an integer with `ok(value)`, else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
-        raise bad_value(name, value, valid)
-    return int(value)
+def integer(name: str, value: Any, **bounds: Any) -> int:
+    """`xent.checks.integer` on `loss.<name>`, raising ValueError (`at_least=1`, ...)."""
+    return checks.integer(f"loss.{name}", value, error=ValueError, **bounds)
+
+
+def one_of(name: str, value: Any, choices: tuple[Any, ...], what: str | None = None) -> Any:
+    """`xent.checks.one_of` on `loss.<name>`, raising ValueError."""
+    return checks.one_of(f"loss.{name}", value, choices, what=what, error=ValueError)
+
+
+def flag(name: str, value: Any) -> bool:
+    """`xent.checks.flag` on `loss.<name>`, raising ValueError."""
+    return checks.flag(f"loss.{name}", value, error=ValueError)
 
 
 class Loss(nn.Module):
@@ -138,7 +144,7 @@ class PerSampleState(Loss):
 
     def setup_samples(self, num_samples: int) -> None:
         """Allocate fresh per-sample state for a training set of `num_samples` samples."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        if not checks.is_integer(num_samples) or num_samples < 1:
             raise ValueError(f"{self.loss_name}.setup_samples: num_samples={num_samples!r} < 1")
         device = next((b.device for b in self.buffers()), None)
         for name, value in self.initial_state(num_samples).items():

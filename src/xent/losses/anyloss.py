@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from xent.losses._common import Loss, bad_value, number
+from xent.losses._common import Loss, number, one_of
 
 METRICS = ("f1", "bal_acc", "gmean", "acc")
 SMOOTH = 1e-5  # the paper's s: keeps the metric's denominators away from 0
@@ -57,12 +57,10 @@ class AnyLoss(Loss):
 
     def __init__(self, metric: str = "f1", L: float = 73.0, beta: float = 1.0, r: float = 1.0):
         super().__init__()
-        if not isinstance(metric, str) or metric not in METRICS:
-            raise bad_value("metric", metric, "one of " + ", ".join(METRICS))
-        self.metric = metric
-        self.L = number("L", L, lambda v: v > 0, "> 0")
-        self.beta = number("beta", beta, lambda v: v > 0, "> 0")
-        self.r = number("r", r, lambda v: 0 < v <= 1, "in (0, 1]")
+        self.metric = one_of("metric", metric, METRICS)
+        self.L = number("L", L, above=0)
+        self.beta = number("beta", beta, above=0)
+        self.r = number("r", r, above=0, at_most=1)
 
     def hparams(self):
         return {"metric": self.metric, "L": self.L, "beta": self.beta, "r": self.r}

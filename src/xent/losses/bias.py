@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from xent.losses._common import Loss, number, target_log_prob
+from xent.losses._common import Loss, number, one_of, target_log_prob
 
 
 class BiasLoss(Loss):
@@ -32,11 +32,9 @@ class BiasLoss(Loss):
 
     def __init__(self, alpha: float = 0.3, beta: float = 0.3, norm: str = "local"):
         super().__init__()
-        self.alpha = number("alpha", alpha, lambda v: v >= 0, ">= 0")
-        self.beta = number("beta", beta, lambda v: v < 1, "< 1")
-        if norm not in ("local", "global"):
-            raise ValueError(f"loss.norm={norm!r} must be 'local' or 'global'")
-        self.norm = norm
+        self.alpha = number("alpha", alpha, at_least=0)
+        self.beta = number("beta", beta, below=1)
+        self.norm = one_of("norm", norm, ("local", "global"), what="'local' or 'global'")
         self.register_buffer("running_min", torch.tensor(float("inf")), persistent=norm == "global")
 
     def hparams(self):

@@ -36,7 +36,7 @@ class CompSumLoss(Loss):
 
     def __init__(self, tau: float = 1.0):
         super().__init__()
-        self.tau = number("tau", tau, lambda v: v >= 0, ">= 0")
+        self.tau = number("tau", tau, at_least=0)
 
     def hparams(self):
         return {"tau": self.tau}

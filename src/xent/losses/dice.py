@@ -32,8 +32,8 @@ class DiceLoss(Loss):
 
     def __init__(self, alpha: float = 0.01, gamma: float = 1.0):
         super().__init__()
-        self.alpha = number("alpha", alpha, lambda v: v >= 0, ">= 0")
-        self.gamma = number("gamma", gamma, lambda v: v > 0, "> 0")
+        self.alpha = number("alpha", alpha, at_least=0)
+        self.gamma = number("gamma", gamma, above=0)
 
     def hparams(self):
         return {"alpha": self.alpha, "gamma": self.gamma}

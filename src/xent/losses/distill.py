@@ -10,7 +10,6 @@ Formulas and defaults: docs/methods/distill.md §1 (PLD) and §2.1–2.4.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from xent.checks import is_integer
 from xent.losses._common import Loss, integer, log1m_target_prob, number, target_log_prob
 
 # Guard of the Pearson denominator ‖a‖·‖b‖ + eps, the value of the DIST authors' code. It only
@@ -26,11 +26,11 @@ DIST_EPS = 1e-8
 
 
 def _positive(name: str, value: Any) -> float:
-    return number(name, value, lambda v: v > 0, "> 0")
+    return number(name, value, above=0)
 
 
 def _weight(name: str, value: Any) -> float:
-    return number(name, value, lambda v: v >= 0, ">= 0")
+    return number(name, value, at_least=0)
 
 
 def kl_from_logs(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -304,7 +304,7 @@ class DKDLoss(DistillLoss):
         self.alpha = _weight("alpha", alpha)
         self.beta = _weight("beta", beta)
         self.tau = _positive("tau", tau)
-        self.warmup = integer("warmup", warmup, lambda v: v >= 0, "an integer >= 0 (0: no warm-up)")
+        self.warmup = integer("warmup", warmup, at_least=0, what="an integer >= 0 (0: no warm-up)")
 
     def hparams(self) -> dict[str, Any]:
         return {
@@ -317,7 +317,7 @@ class DKDLoss(DistillLoss):
 
     def warmup_factor(self, epoch: int) -> float:
         """min(epoch / warmup, 1) for a 1-indexed epoch (1 when warmup = 0)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1:
+        if not is_integer(epoch) or epoch < 1:
             raise ValueError(
                 f"DKDLoss: epoch={epoch!r} must be an integer >= 1 (1-indexed, as in mdistiller; "
                 "pass current_epoch + 1)"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from omegaconf import ListConfig
 
+from xent.checks import is_number
 from xent.losses._common import Loss, bad_value, log1m_target_prob, number, target_log_prob
 
 
@@ -28,16 +29,16 @@ class FocalLoss(Loss):
 
     def __init__(self, gamma: float = 2.0, alpha: Sequence[float] | None = None):
         super().__init__()
-        self.gamma = number("gamma", gamma, lambda v: v >= 0, ">= 0")
+        self.gamma = number("gamma", gamma, at_least=0)
         if alpha is None:
             self.register_buffer("alpha", None, persistent=False)
             return
         valid = "null or a list of per-class weights >= 0"
         if isinstance(alpha, str | bytes) or not isinstance(alpha, Sequence | ListConfig):
             raise bad_value("alpha", alpha, valid)
-        values = [number("alpha", a, lambda v: v >= 0, valid, shown=alpha) for a in alpha]
-        if not values:
+        if not alpha or not all(is_number(a) and a >= 0 for a in alpha):
             raise bad_value("alpha", alpha, valid)
+        values = [float(a) for a in alpha]
         self.register_buffer("alpha", torch.tensor(values), persistent=False)
 
     def hparams(self):

@@ -47,10 +47,10 @@ class GCELoss(PerSampleState):
         every: int = 10,
     ):
         super().__init__()
-        self.q = number("q", q, lambda v: 0 < v <= 1, "in (0, 1]")
-        self.k = None if k is None else number("k", k, lambda v: 0 < v < 1, "null or in (0, 1)")
-        self.start = None if start is None else integer("start", start, lambda v: v >= 0, ">= 0")
-        self.every = integer("every", every, lambda v: v >= 1, "an integer >= 1")
+        self.q = number("q", q, above=0, at_most=1)
+        self.k = number("k", k, above=0, below=1, optional=True)
+        self.start = integer("start", start, at_least=0, optional=True, what=">= 0")
+        self.every = integer("every", every, at_least=1)
         if self.k is not None:
             self.requires = ("index",)
             self.state_names = ("weight", "visits")

@@ -41,8 +41,8 @@ class LDRKLLoss(Loss):
 
     def __init__(self, margin: float = 0.1, lam: float = 10.0):
         super().__init__()
-        self.margin = number("margin", margin, lambda v: v >= 0, ">= 0")
-        self.lam = number("lam", lam, lambda v: v > 0, "> 0")
+        self.margin = number("margin", margin, at_least=0)
+        self.lam = number("lam", lam, above=0)
 
     def hparams(self):
         return {"margin": self.margin, "lam": self.lam}
@@ -76,9 +76,9 @@ class ALDRKLLoss(PerSampleState):
 
     def __init__(self, margin: float = 0.1, lam: float = 10.0, alpha: float = 2.0):
         super().__init__()
-        self.margin = number("margin", margin, lambda v: v >= 0, ">= 0")
-        self.lam = number("lam", lam, lambda v: v > 0, "> 0")
-        self.alpha = number("alpha", alpha, lambda v: v > 1, "> 1")
+        self.margin = number("margin", margin, at_least=0)
+        self.lam = number("lam", lam, above=0)
+        self.alpha = number("alpha", alpha, above=1)
 
     def hparams(self):
         return {"margin": self.margin, "lam": self.lam, "alpha": self.alpha}

@@ -60,12 +60,12 @@ class HLGaussLoss(RegressionLoss):
         self, v_min: float = -3.0, v_max: float = 3.0, num_bins: int = 51, sigma_ratio=0.75
     ):
         super().__init__()
-        v_min = number("v_min", v_min, lambda v: True, "a finite number")
-        self.v_max = number("v_max", v_max, lambda v: v > v_min, f"a number > v_min={v_min:g}")
+        v_min = number("v_min", v_min)
+        self.v_max = number("v_max", v_max, above=v_min, what=f"a number > v_min={v_min:g}")
         self.v_min = v_min
-        self.num_bins = integer("num_bins", num_bins, lambda v: v >= 2, "an integer >= 2")
+        self.num_bins = integer("num_bins", num_bins, at_least=2)
         self.num_outputs = self.num_bins
-        self.sigma_ratio = number("sigma_ratio", sigma_ratio, lambda v: v > 0, "a number > 0")
+        self.sigma_ratio = number("sigma_ratio", sigma_ratio, above=0, what="a number > 0")
         edges = torch.linspace(self.v_min, self.v_max, self.num_bins + 1, dtype=torch.float64)
         self.sigma = self.sigma_ratio * (self.v_max - self.v_min) / self.num_bins
         self.register_buffer("edges", edges.float(), persistent=False)

@@ -25,9 +25,9 @@ class SCELoss(Loss):
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0):
         super().__init__()
-        self.alpha = number("alpha", alpha, lambda v: v >= 0, ">= 0")
-        self.beta = number("beta", beta, lambda v: v >= 0, ">= 0")
-        self.A = number("A", A, lambda v: v < 0, "< 0")
+        self.alpha = number("alpha", alpha, at_least=0)
+        self.beta = number("beta", beta, at_least=0)
+        self.A = number("A", A, below=0)
 
     def hparams(self):
         return {"alpha": self.alpha, "beta": self.beta, "A": self.A}

@@ -35,8 +35,8 @@ class ZLoss(Loss):
 
     def __init__(self, a: float = 1.0, b: float = 3.0):
         super().__init__()
-        self.a = number("a", a, lambda v: v > 0, "> 0")
-        self.b = number("b", b, lambda v: True, "a finite number")
+        self.a = number("a", a, above=0)
+        self.b = number("b", b)
 
     def hparams(self):
         return {"a": self.a, "b": self.b}
@@ -58,7 +58,7 @@ class CELogZLoss(Loss):
 
     def __init__(self, coef: float = 1e-4):
         super().__init__()
-        self.coef = number("coef", coef, lambda v: v >= 0, ">= 0")
+        self.coef = number("coef", coef, at_least=0)
 
     def hparams(self):
         return {"coef": self.coef}

@@ -14,7 +14,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf
 
-from xent.checks import call_checked, choice_name, instantiate_group, task_arguments, task_class
+from xent.checks import (
+    call_checked,
+    choice_name,
+    instantiate_group,
+    integer,
+    is_integer,
+    number,
+    one_of,
+    task_arguments,
+    task_class,
+)
 from xent.errors import ConfigError
 from xent.tasks.probes import DATA_KIND_WORDS, loss_kind
 
@@ -34,17 +44,10 @@ class Parts:
 
 def check_values(cfg: DictConfig) -> None:
     """Range checks on the keys every run has; types are checked against defaults separately."""
-    seed = cfg.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r} must be an integer >= 0")
-    epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ConfigError(f"trainer.max_epochs={epochs!r} must be an integer >= 1")
-    lr = OmegaConf.select(cfg, "optim.lr")
-    if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
-        raise ConfigError(f"optim.lr={lr!r} must be a number > 0")
-    if cfg.get("eval_ckpt") not in EVAL_CKPT_CHOICES:
-        raise ConfigError(f"eval_ckpt={cfg.get('eval_ckpt')!r} must be one of {EVAL_CKPT_CHOICES}")
+    integer("seed", cfg.get("seed"), at_least=0)
+    integer("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs"), at_least=1)
+    number("optim.lr", OmegaConf.select(cfg, "optim.lr"), above=0, what="a number > 0")
+    one_of("eval_ckpt", cfg.get("eval_ckpt"), EVAL_CKPT_CHOICES)
 
 
 def check_override_types(defaults: DictConfig, overrides: list[str]) -> None:
@@ -76,7 +79,7 @@ def _same_kind(default: Any, value: Any) -> bool:
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
+        return is_integer(value)
     if isinstance(default, float):
         return isinstance(value, int | float) and not isinstance(value, bool)
     return True

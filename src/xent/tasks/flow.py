@@ -34,6 +34,9 @@ from xent.checks import (
     check_scalar_loss,
     choice_name,
     input_shape,
+    integer,
+    number,
+    one_of,
     shape_words,
     task_arguments,
 )
@@ -139,22 +142,13 @@ class FlowTask(Task):
         **_: Any,
     ) -> None:
         """Sampling settings that cannot work fail before training (the preflight calls this)."""
-        if solver not in METHODS:
-            raise ConfigError(f"task.solver={solver!r} must be one of {', '.join(METHODS)}")
+        one_of("task.solver", solver, METHODS)
         for key, value in (("atol", atol), ("rtol", rtol)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"task.{key}={value!r} must be a number > 0")
-        for key, value, low in (("euler_steps", euler_steps, 1), ("plot_times", plot_times, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"task.{key}={value!r} must be an integer >= {low}")
-        bad_cap = isinstance(max_eval_samples, bool) or not isinstance(max_eval_samples, int | None)
-        if bad_cap or (max_eval_samples is not None and max_eval_samples < 2):
-            raise ConfigError(
-                f"task.max_eval_samples={max_eval_samples!r} must be null or an integer >= 2"
-            )
-        bad_threads = isinstance(num_threads, bool) or not isinstance(num_threads, int | None)
-        if bad_threads or (num_threads is not None and num_threads < 1):
-            raise ConfigError(f"task.num_threads={num_threads!r} must be null or an integer >= 1")
+            number(f"task.{key}", value, above=0, what="a number > 0")
+        integer("task.euler_steps", euler_steps, at_least=1)
+        integer("task.plot_times", plot_times, at_least=2)
+        integer("task.max_eval_samples", max_eval_samples, at_least=2, optional=True)
+        integer("task.num_threads", num_threads, at_least=1, optional=True)
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xent.checkpoint_io import atomic_torch_save
-from xent.checks import call_checked, instantiate_group, task_arguments
+from xent.checks import call_checked, instantiate_group, one_of, task_arguments
 from xent.data.corrupted import continual_schedule, domain_names, gradual_schedule
 from xent.errors import ConfigError
 from xent.models.base import Classifier
@@ -148,10 +148,8 @@ class TTATask(Task):
     def check_setting(
         cls, setting: str = "continual", input_norm: bool | str = "auto", **_: Any
     ) -> None:
-        if setting not in SETTINGS:
-            raise ConfigError(f"task.setting={setting!r} must be one of {', '.join(SETTINGS)}")
-        if input_norm not in (True, False, "auto"):
-            raise ConfigError(f"task.input_norm={input_norm!r} must be auto, true or false")
+        one_of("task.setting", setting, SETTINGS)
+        one_of("task.input_norm", input_norm, (True, False, "auto"), what="auto, true or false")
 
     @classmethod
     def check(
@@ -203,8 +201,7 @@ class TTATask(Task):
     ):
         super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.check_setting(setting)
-        if input_norm not in (True, False):
-            raise ConfigError(f"task.input_norm={input_norm!r} must be auto, true or false")
+        one_of("task.input_norm", input_norm, (True, False), what="auto, true or false")
         if method is None:
             raise ConfigError("task=tta needs a method: tta=source, norm, tent, cotta or rmt")
         self.method_factory, self.setting = method, setting

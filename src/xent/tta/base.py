@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xent.checks import integer, number, plain
 from xent.errors import ConfigError
 from xent.models.base import Classifier
 
@@ -37,15 +38,9 @@ def default_optimizer() -> OptimizerFactory:
     return functools.partial(torch.optim.Adam, lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0)
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def check_int(name: str, value: Any, low: int) -> int:
     """An integer >= low, else a one-line ConfigError naming `tta.<name>`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"tta.{name}={_fmt(value)} must be an integer >= {low}")
-    return value
+    return integer(f"tta.{name}", value, at_least=low, show=plain)
 
 
 def check_float(
@@ -57,28 +52,22 @@ def check_float(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    """A real number in the given interval, else a one-line ConfigError naming `tta.<name>`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = v == v and (v > low if low_open else v >= low)
-        if ok and high is not None:
-            ok = v < high if high_open else v <= high
-    if not ok:
-        if high is None:
-            rule = f"must be {'>' if low_open else '>='} {_fmt(low)}"
-        else:
-            left, right = "(" if low_open else "[", ")" if high_open else "]"
-            rule = f"must be in {left}{_fmt(low)}, {_fmt(high)}{right}"
-        raise ConfigError(f"tta.{name}={_fmt(value)} {rule}")
-    return float(value)
+    """A finite real number in the given interval, else a one-line ConfigError naming
+    `tta.<name>`."""
+    return number(
+        f"tta.{name}",
+        value,
+        above=low if low_open else None,
+        at_least=None if low_open else low,
+        below=high if high_open else None,
+        at_most=None if high_open else high,
+        show=plain,
+    )
 
 
 def check_seed(value: Any) -> int | None:
     """None (use the global RNG, which Lightning's seed_everything seeds) or an integer."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"tta.seed={_fmt(value)} must be an integer or null")
-    return value
+    return integer("tta.seed", value, optional=True, what="an integer or null", show=plain)
 
 
 def reject_unknown(method: str, unknown: Mapping[str, Any], valid: Iterable[str]) -> None:
@@ -87,7 +76,7 @@ def reject_unknown(method: str, unknown: Mapping[str, Any], valid: Iterable[str]
         key = sorted(unknown)[0]
         names = ", ".join(sorted(valid)) or "none"
         raise ConfigError(
-            f"tta.{key}={_fmt(unknown[key])} is not a parameter of {method}; valid: {names}"
+            f"tta.{key}={plain(unknown[key])} is not a parameter of {method}; valid: {names}"
         )
 
 
