@@ -51,7 +51,7 @@ clean:
 ## `$(BIN)/mutmut results` lists the survivors, `$(BIN)/mutmut show NAME` one's diff.
 ## One OpenMP thread: a mutant is a fork of a process that ran torch, and forked OpenMP
 ## workers deadlock (a hung mutant burns no CPU, so mutmut's CPU-time limit never stops it).
-MUTATION_SETS ?= losses tta data
+MUTATION_SETS ?= losses tta data runner.rundir runner.sweep runner.report
 .PHONY: mutation
 mutation: $(STAMP)
 	for set in $(MUTATION_SETS); do \
