@@ -412,3 +412,47 @@ def test_aldr_kl_value_with_lambda_not_one(lam0, alpha):
     assert value.item() == pytest.approx(total / 16, rel=1e-6)
     assert loss.lam_i.tolist() == pytest.approx(lams, rel=1e-6)
     assert max(lams) - min(lams) > 0.01 * lam0  # the adaptation is visible
+
+
+# ----- bias, GCE, SCE: boundaries the reference tests do not reach -------------------------
+
+
+def test_bias_loss_alpha_zero_is_scaled_ce_and_features_are_checked():
+    logits, target = batch(6)
+    feats = torch.randn(16, 4, 3, 3)
+    ce = torch.nn.functional.cross_entropy(logits, target).item()
+    assert BiasLoss(alpha=0, beta=0)(logits, target, features=feats).item() == pytest.approx(ce)
+    value = BiasLoss(alpha=0, beta=-0.5)(logits, target, features=feats).item()
+    assert value == pytest.approx(1.5 * ce, rel=1e-6)
+    with pytest.raises(ValueError) as info:
+        BiasLoss()(logits, target)
+    assert str(info.value) == (
+        "BiasLoss needs 'features' (the last conv feature map, (B, C, H, W) or (B, D)); "
+        "the task must pass features=..."
+    )
+    for bad in (torch.randn(16), torch.randn(8, 4)):
+        with pytest.raises(ValueError) as info:
+            BiasLoss()(logits, target, features=bad)
+        assert str(info.value) == (
+            f"BiasLoss: features must be (B, ...) with B = 16, got {tuple(bad.shape)}"
+        )
+
+
+def test_truncated_gce_prunes_a_sample_exactly_at_k():
+    """The rule is w = 1[p_y > k]: p_y = k exactly (two equal logits, k = 1/2) is pruned."""
+    loss = GCELoss(k=0.5, start=0, every=1)
+    loss.setup_samples(2)
+    logits = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    loss(logits, torch.tensor([0, 0]), index=torch.arange(2))
+    assert loss.weight.tolist() == [0.0, 1.0]
+    fresh = GCELoss(k=0.5)
+    fresh.setup_samples(2)
+    fresh.prune(logits, torch.tensor([0, 0]), torch.arange(2))
+    assert fresh.weight.tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, 0.5])
+def test_sce_a_must_be_negative(bad):
+    with pytest.raises(ValueError) as info:
+        SCELoss(A=bad)
+    assert str(info.value) == f"loss.A={bad!r} must be < 0"
