@@ -456,3 +456,17 @@ def test_sce_a_must_be_negative(bad):
     with pytest.raises(ValueError) as info:
         SCELoss(A=bad)
     assert str(info.value) == f"loss.A={bad!r} must be < 0"
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
+def test_dice_matches_float64_reference_for_integer_alpha(alpha):
+    """p̃_k = (1 − p_k)^α p_k; α = 1 is no special case (only α = 0 skips the log1m term)."""
+    logits, target = batch(7, dtype=torch.float64)
+    total = 0.0
+    for row, y in zip(logits.tolist(), target.tolist(), strict=True):
+        p = [math.exp(v) for v in log_softmax_row(row)]
+        for k, pk in enumerate(p):
+            pt, yk = (1 - pk) ** alpha * pk, 1.0 if k == y else 0.0
+            total += 1 - (2 * pt * yk + 1.0) / (pt * pt + yk * yk + 1.0)
+    value = DiceLoss(alpha=alpha, gamma=1.0)(logits, target)
+    assert value.item() == pytest.approx(total / len(target), rel=1e-12)
