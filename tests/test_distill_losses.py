@@ -408,6 +408,16 @@ def test_pld_packed_key_sort_orders_tiny_distinct_logits():
     assert torch.equal(teacher_optimal_permutation(teacher, target), expected)
 
 
+def test_pld_nll_falls_back_to_log_space_before_subnormals():
+    """A suffix sum of one exp(−95) term is subnormal in fp32 (~1e-5 relative error in its
+    log): such a row must take the log-space path and match float64 to fp32 rounding."""
+    for gap in (-60.0, -95.0, -200.0):
+        logits = torch.tensor([[0.0, -1.0, -2.0, gap]])
+        perm, weights = torch.arange(4)[None], torch.ones(1, 4)
+        ref = plackett_luce_nll(logits.double(), perm, weights.double()).item()
+        assert plackett_luce_nll(logits, perm, weights).item() == pytest.approx(ref, abs=1e-6)
+
+
 def test_kl_from_logs_skips_zero_probability_entries():
     from xent.losses.distill import kl_from_logs
 

@@ -470,3 +470,16 @@ def test_dice_matches_float64_reference_for_integer_alpha(alpha):
             total += 1 - (2 * pt * yk + 1.0) / (pt * pt + yk * yk + 1.0)
     value = DiceLoss(alpha=alpha, gamma=1.0)(logits, target)
     assert value.item() == pytest.approx(total / len(target), rel=1e-12)
+
+
+def test_truncated_gce_start_none_leaves_pruning_to_the_task():
+    logits, target = batch(8)
+    loss = GCELoss(k=0.5, start=None)
+    assert loss.hparams() == {"q": 0.7, "k": 0.5, "start": None, "every": 10}
+    loss.setup_samples(16)
+    for _ in range(3):
+        loss(logits, target, index=torch.arange(16))
+    assert bool((loss.weight == 1).all()) and loss.visits.tolist() == [3] * 16
+    loss.prune(logits, target, torch.arange(16))
+    p_y = logits.softmax(-1).gather(1, target[:, None]).squeeze(1)
+    assert torch.equal(loss.weight, (p_y > 0.5).float())
