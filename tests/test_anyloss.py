@@ -221,8 +221,16 @@ def test_non_binary_logits_are_rejected_naming_the_shape(k):
 def test_labels_outside_zero_one_are_rejected():
     logits, target = binary_batch(0)
     target[3] = 2
-    with pytest.raises(ValueError, match="binary targets"):
+    with pytest.raises(ValueError) as info:
         AnyLoss()(logits, target)
+    assert str(info.value) == "AnyLoss takes binary targets in {0, 1}, got other labels"
+
+
+def test_a_gentle_amplification_below_one_is_allowed():
+    """L only has to be > 0: L = 0.5 (A ≈ 1/2 + (p − 1/2)/4, barely amplified) still works."""
+    logits, target = binary_batch(1)
+    value = AnyLoss(L=0.5)(logits, target)
+    assert math.isclose(float(value), ref_anyloss(logits, target, "f1", 0.5), rel_tol=1e-10)
 
 
 # ----- through the runner ------------------------------------------------------------------

@@ -255,8 +255,12 @@ def test_dkd_warmup_zero_means_no_ramp_and_epoch_is_one_indexed():
         flat(student, target, teacher, epoch=1), float(ramped(student, target, teacher, epoch=20))
     )
     for bad in (0, -1, 1.0, True):
-        with pytest.raises(ValueError, match=re.escape(f"DKDLoss: epoch={bad!r} must be")):
+        with pytest.raises(ValueError) as info:
             ramped(student, target, teacher, epoch=bad)
+        assert str(info.value) == (
+            f"DKDLoss: epoch={bad!r} must be an integer >= 1 (1-indexed, as in mdistiller; "
+            "pass current_epoch + 1)"
+        )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -345,6 +349,7 @@ def test_teacher_shape_must_match_the_students(cls):
         (KDLoss, {"ce_weight": -0.1}, "loss.ce_weight=-0.1 must be >= 0"),
         (KDLoss, {"kd_weight": float("nan")}, "loss.kd_weight=nan must be >= 0"),
         (DKDLoss, {"beta": -1}, "loss.beta=-1 must be >= 0"),
+        (DKDLoss, {"ce_weight": -2.0}, "loss.ce_weight=-2.0 must be >= 0"),
         (DKDLoss, {"alpha": "1"}, "loss.alpha='1' must be >= 0"),
         (DKDLoss, {"tau": -4.0}, "loss.tau=-4.0 must be > 0"),
         (DKDLoss, {"warmup": -1}, "loss.warmup=-1 must be an integer >= 0 (0: no warm-up)"),
@@ -352,6 +357,8 @@ def test_teacher_shape_must_match_the_students(cls):
         (NKDLoss, {"gamma": -0.5}, "loss.gamma=-0.5 must be >= 0"),
         (NKDLoss, {"tau": 0.0}, "loss.tau=0.0 must be > 0"),
         (DISTLoss, {"gamma": -2}, "loss.gamma=-2 must be >= 0"),
+        (DISTLoss, {"alpha": -1.0}, "loss.alpha=-1.0 must be >= 0"),
+        (DISTLoss, {"beta": -0.5}, "loss.beta=-0.5 must be >= 0"),
         (DISTLoss, {"tau": float("inf")}, "loss.tau=inf must be > 0"),
         (PLDLoss, {"tau": None}, "loss.tau=None must be > 0"),
     ],
@@ -388,6 +395,38 @@ def test_pld_packed_key_sort_is_the_stable_teacher_order(num_classes):
     expected = torch.cat([target[:, None], rest], dim=1)
     assert torch.equal(teacher_optimal_permutation(teacher, target), expected)  # numpy path
     assert torch.equal(teacher_optimal_permutation(teacher.double(), target), expected)
+
+
+def test_pld_packed_key_sort_orders_tiny_distinct_logits():
+    """Logits of size 1e-7 differ only in their low bits: the order is still by value."""
+    gen = torch.Generator().manual_seed(5)
+    teacher = torch.randn(8, 10, generator=gen) * 1e-7
+    target = torch.randint(0, 10, (8,), generator=gen)
+    order = torch.argsort(teacher, dim=1, descending=True, stable=True)
+    rest = order[order != target[:, None]].view(8, 9)
+    expected = torch.cat([target[:, None], rest], dim=1)
+    assert torch.equal(teacher_optimal_permutation(teacher, target), expected)
+
+
+def test_pld_nll_falls_back_to_log_space_before_subnormals():
+    """A suffix sum of one exp(−95) term is subnormal in fp32 (~1e-5 relative error in its
+    log): such a row must take the log-space path and match float64 to fp32 rounding."""
+    for gap in (-60.0, -95.0, -200.0):
+        logits = torch.tensor([[0.0, -1.0, -2.0, gap]])
+        perm, weights = torch.arange(4)[None], torch.ones(1, 4)
+        ref = plackett_luce_nll(logits.double(), perm, weights.double()).item()
+        assert plackett_luce_nll(logits, perm, weights).item() == pytest.approx(ref, abs=1e-6)
+
+
+def test_kl_from_logs_skips_zero_probability_entries():
+    from xent.losses.distill import kl_from_logs
+
+    log_p = torch.tensor(
+        [[0.0, float("-inf"), float("-inf")], [math.log(0.25), math.log(0.75), float("-inf")]]
+    )
+    log_q = torch.tensor([[-1.0, -2.0, -3.0], [math.log(0.5), math.log(0.25), math.log(0.25)]])
+    expected = [1.0, 0.25 * math.log(0.5) + 0.75 * math.log(3.0)]
+    assert kl_from_logs(log_p, log_q).tolist() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("scale", [3.0, 1e4])  # 1e4: beyond float64's range, the fallback

@@ -89,11 +89,34 @@ def test_mse_is_torch_mse_on_the_single_output():
         ({"num_bins": 1}, r"loss.num_bins=1 must be an integer >= 2"),
         ({"num_bins": 2.5}, r"loss.num_bins=2.5 must be an integer >= 2"),
         ({"sigma_ratio": 0.0}, r"loss.sigma_ratio=0.0 must be a number > 0"),
+        ({"v_min": float("inf")}, r"loss.v_min=inf must be a finite number"),
     ],
 )
 def test_hlgauss_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         HLGaussLoss(**kwargs)
+
+
+def test_hlgauss_support_is_computed_in_float64_and_not_checkpointed():
+    """Edges and centres are the float64 grid rounded once to fp32 (an fp32 linspace is off by
+    an ulp in about half the bins); they derive from the config, so a checkpoint holds none."""
+    loss = HLGaussLoss(v_min=-2.0, v_max=3.0, num_bins=17)
+    width = 5.0 / 17
+    edges = torch.tensor([-2.0 + i * width for i in range(18)], dtype=torch.float64)
+    centres = torch.tensor([-2.0 + (i + 0.5) * width for i in range(17)], dtype=torch.float64)
+    assert torch.equal(loss.edges, edges.float())
+    assert torch.equal(loss.centres, centres.float())
+    assert loss.state_dict() == {}
+    HLGaussLoss().load_state_dict({})  # strict: nothing expected
+    two = HLGaussLoss(v_min=0.0, v_max=1.0, num_bins=2)  # the smallest histogram
+    assert two.centres.tolist() == [0.25, 0.75] and two.num_outputs == 2
+
+
+def test_hlgauss_defaults_are_the_readme_setting():
+    """51 bins over [-3, 3] standardised units, σ = 0.75 bin widths (README, conf/loss)."""
+    loss = HLGaussLoss()
+    assert loss.hparams() == {"v_min": -3.0, "v_max": 3.0, "num_bins": 51, "sigma_ratio": 0.75}
+    assert loss.sigma == pytest.approx(0.75 * 6.0 / 51, rel=1e-12)
 
 
 def test_regression_losses_reject_wrong_shapes_and_class_labels():
