@@ -446,7 +446,8 @@ def test_summarize_writes_everything_and_says_when_nothing_can_be_drawn(
 
 
 def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["xent-report", *map(str, args)])
+    # argv[0] as `python -m xent.runner.report` sets it: the messages still say xent-report
+    monkeypatch.setattr(sys, "argv", [report.__file__, *map(str, args)])
     with pytest.raises(SystemExit) as info:
         report.main()
     out, err = capsys.readouterr()

@@ -620,6 +620,32 @@ def test_finished_line_and_preflight(tmp_path, capsys):
     assert capsys.readouterr().out == finished_line(run_dir) + "\n"
 
 
+class RecordingStdout:
+    """sys.stdout that records what is written and when it is flushed."""
+
+    def __init__(self):
+        self.events = []
+
+    def write(self, text):
+        self.events.append(("write", text))
+        return len(text)
+
+    def flush(self):
+        self.events.append(("flush", None))
+
+
+def test_the_finished_line_is_flushed_before_the_command_ends(tmp_path, monkeypatch):
+    """The line must be on the terminal before the exit (or the sweep's next job's output)."""
+    cfg = small_cfg()
+    run_dir = saved_run(tmp_path, cfg, status="ok")
+    stdout = RecordingStdout()
+    monkeypatch.setattr("sys.stdout", stdout)
+    with pytest.raises(SystemExit):
+        preflight_resume(cfg, run_dir)
+    assert stdout.events[-1] == ("flush", None)
+    assert "".join(t for e, t in stdout.events if e == "write") == finished_line(run_dir) + "\n"
+
+
 # --- Ctrl-C --------------------------------------------------------------------------------------
 
 

@@ -245,6 +245,18 @@ def test_job_lines_print_one_line_per_multirun_job(tmp_path, monkeypatch, capsys
     assert capsys.readouterr().out == "#5 loss=ce seed=1: no metrics.json, 20.0 s\n"
 
 
+def test_a_job_line_is_flushed_as_the_job_ends(tmp_path, monkeypatch):
+    """In order with the jobs' other output, and at once (not when the sweep ends)."""
+    from tests.test_rundir_mutants import RecordingStdout
+
+    stdout = RecordingStdout()
+    monkeypatch.setattr("sys.stdout", stdout)
+    JobLines().on_job_end(hydra_config(tmp_path), job_return=None)
+    assert stdout.events[-1] == ("flush", None)
+    written = "".join(t for e, t in stdout.events if e == "write")
+    assert written.startswith("#4 loss=ce seed=1: no metrics.json, ")
+
+
 def test_job_lines_say_nothing_in_a_single_run(tmp_path, monkeypatch, capsys):
     (tmp_path / "metrics.json").write_text('{"status": "ok"}')
     lines = JobLines()
