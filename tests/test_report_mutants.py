@@ -443,6 +443,7 @@ def test_summarize_writes_everything_and_says_when_nothing_can_be_drawn(
     assert [r.getMessage() for r in caplog.records] == [
         "matplotlib is not installed: no summary.png"
     ]
+    assert console.printed[-1][0][0].title == "sweep summary"  # no title given
 
 
 def run_main(monkeypatch, capsys, *args):

@@ -588,6 +588,8 @@ def test_flat_names_nested_leaves():
         ("${paths.x}/${model.w}", False),
         ("${modelx.w}", True),
         ("${hydra:runtime.cwd}/${seed}", False),
+        ("${seed:x}", True),  # a resolver, whatever it is named
+        ("${model.w:x}", True),
     ],
 )
 def test_derived_elsewhere(raw, derived):
