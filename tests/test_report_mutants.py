@@ -341,9 +341,24 @@ def test_a_panel_draws_bars_errors_hatches_and_notes():
     assert all(t.get_va() == "center" and t.get_fontsize() == 8 for t in notes)
 
 
-def test_plot_summary_writes_the_png(tmp_path):
+def test_plot_summary_writes_the_png_with_its_title(tmp_path):
+    from tests.test_plot_summary import png_size
+
     path = plot_summary(figure_rows(), ["m0"], tmp_path / "s.png", title="x")
     assert path == tmp_path / "s.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert png_size(path) == (570, 290)  # the title's 0.4 inches
+    assert png_size(plot_summary(figure_rows(), ["m0"], tmp_path / "t.png")) == (570, 250)
+
+
+def test_the_figure_looks_the_same_whatever_the_users_matplotlibrc():
+    import matplotlib
+    from cycler import cycler
+
+    style = {"figure.dpi": 72, "figure.titlesize": 20, "axes.prop_cycle": cycler(color=["red"])}
+    with matplotlib.rc_context(style):
+        fig = summary_figure(figure_rows(), ["m0"], title="t")
+    assert fig.dpi == 100 and fig._suptitle.get_fontsize() == 12
+    assert fig.axes[0].patches[0].get_facecolor() == to_rgba("tab:blue", 0.8)
 
 
 # --- summarize, the table and the CLI ------------------------------------------------------------
