@@ -62,6 +62,7 @@ def test_collect_groups_by_the_overrides_that_differ(tmp_path):
     fake_job(tmp_path, 1, ["x=1", "loss=ce", "seed=1"], ok(1, **{"test/a": 3}), ["test/c"])
     fake_job(tmp_path, 2, ["x=1", "loss=sce", "seed=0"], {"status": "failed", "test/a": 9})
     fake_job(tmp_path, 3, ["x=1", "loss=sce", "seed=1"], None)
+    fake_job(tmp_path, 5, ["x=1", "loss=sce", "seed=3"], None)
     fake_job(tmp_path, 4, ["x=1", "loss=sce", "seed=2"], {"status": "interrupted"})
     ce, sce = collect(tmp_path)
     assert ce.label == "loss=ce" and sce.label == "loss=sce"
@@ -69,7 +70,7 @@ def test_collect_groups_by_the_overrides_that_differ(tmp_path):
     assert ce.columns == ["test/b", "test/a", "test/c"]
     assert dict(ce.values) == {"test/a": [1.0, 3.0], "e": [2.5]}
     assert all(type(v) is float for v in ce.values["test/a"])
-    assert (sce.seeds, sce.failed, sce.pending, dict(sce.values)) == ([], 2, 1, {})
+    assert (sce.seeds, sce.failed, sce.pending, dict(sce.values)) == ([], 2, 2, {})
     assert sce.columns == []
 
 

@@ -131,6 +131,21 @@ def test_a_failed_metrics_write_leaves_no_debris_and_raises(tmp_path, monkeypatc
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"status": "ok"}
 
 
+def test_ctrl_c_right_after_the_rename_is_still_ctrl_c(tmp_path, monkeypatch):
+    """The temp file is gone once renamed: the clean-up must not turn the KeyboardInterrupt
+    into a FileNotFoundError."""
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real_replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        write_metrics(tmp_path, {"status": "ok"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
 # --- the run dir must take files ---------------------------------------------------------------
 
 
