@@ -9,7 +9,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+import xent.data.base as base_mod
+from xent.data.augment import random_crop_flip
+from xent.data.base import (
+    BatchGather,
+    EpochBatchSampler,
+    InMemoryImageDataModule,
+    PrefetchLoader,
+    Split,
+    distributed_rank,
+    epoch_loader,
+)
+from xent.data.noise import symmetric_label_noise
 from xent.data.synthetic import SyntheticImageDataModule, random_split
 from xent.data.toy2d import PairBatchSampler, PairGather, Toy2DDataModule, split_generator
 from xent.errors import ConfigError
@@ -188,3 +201,215 @@ def test_synthetic_train_split_holds_every_class():
     dm = SyntheticImageDataModule(train_size=3, val_size=1, test_size=1, **SHAPE)
     dm.setup()  # the smallest train split still has labels 0..K-1
     assert sorted(dm.splits["train"].labels.tolist()) == [0, 1, 2]
+
+
+# --- the in-memory image base (xent.data.base) ---------------------------------------------------
+
+
+class Tiny(InMemoryImageDataModule):
+    """Three classes of 2x4x4 images, given rather than loaded."""
+
+    name = "tiny"
+
+    def __init__(self, splits: dict[str, Split] | None = None, **kwargs):
+        args = {"num_classes": 3, "in_channels": 2, "image_size": 4, "batch_size": 4}
+        super().__init__(**{**args, **kwargs})
+        self.given = splits if splits is not None else tiny_splits()
+        self.loads = 0
+
+    def load_splits(self) -> dict[str, Split]:
+        self.loads += 1
+        return dict(self.given)
+
+
+def tiny_splits(n: int = 10, shape: tuple[int, ...] = (2, 4, 4)) -> dict[str, Split]:
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for name in ("train", "val", "test"):
+        images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=gen)
+        out[name] = Split(images, torch.arange(n) % 3)
+    return out
+
+
+def test_epoch_batch_sampler_length_with_and_without_the_last_partial_batch():
+    def length(n, drop_last):
+        return len(EpochBatchSampler(n, 4, shuffle=True, drop_last=drop_last, seed=0))
+
+    assert [length(n, False) for n in (3, 4, 8, 10)] == [1, 1, 2, 3]
+    assert [length(n, True) for n in (3, 4, 8, 10)] == [0, 1, 2, 2]
+    sampler = EpochBatchSampler(10, 4, shuffle=True, drop_last=True, seed=0)
+    assert [len(indices) for indices, _ in sampler] == [4, 4]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_epoch_batch_sampler_orders_and_batch_seeds_come_from_seed_and_epoch(shuffle):
+    sampler = EpochBatchSampler(10, 4, shuffle=shuffle, drop_last=False, seed=3)
+    sampler.set_epoch(2)
+    assert sampler.epoch == 2
+    gen = torch.Generator().manual_seed(3 * 1_000_003 + 2)
+    order = torch.randperm(10, generator=gen) if shuffle else torch.arange(10)
+    seeds = torch.randint(0, 2**62, (3,), generator=gen).tolist()
+    got = list(sampler)
+    assert [s for _, s in got] == seeds
+    assert torch.equal(torch.cat([i for i, _ in got]), order)
+    assert [len(i) for i, _ in got] == [4, 4, 2]
+
+
+def test_each_ddp_rank_takes_every_world_th_sample_of_the_global_batch(monkeypatch):
+    assert distributed_rank() == (0, 1)
+    whole = list(EpochBatchSampler(10, 4, shuffle=True, drop_last=False, seed=1))
+    monkeypatch.setattr(base_mod, "distributed_rank", lambda: (1, 2))
+    part = list(EpochBatchSampler(10, 4, shuffle=True, drop_last=False, seed=1))
+    for (indices, seed), (mine, my_seed) in zip(whole, part, strict=True):
+        assert torch.equal(mine, indices[1::2]) and my_seed == seed
+
+
+def test_batch_gather_normalises_and_augments_only_when_asked():
+    split = tiny_splits()["train"]
+    mean, std = torch.tensor([0.25, 0.5]), torch.tensor([0.5, 0.125])
+    indices = torch.tensor([7, 2, 5])
+    want = split.images[indices].double() / 255.0
+    want = (want - mean.double().view(1, 2, 1, 1)) / std.double().view(1, 2, 1, 1)
+    plain = BatchGather(split, mean, std)
+    assert len(plain) == 10
+    x, y, idx = plain[indices, 11]
+    assert x.dtype == torch.float32
+    torch.testing.assert_close(x.double(), want, rtol=0, atol=1e-5)
+    assert torch.equal(y, split.labels[indices]) and torch.equal(idx, indices)
+    for padding, hflip in ((1, False), (0, True), (2, True)):
+        gather = BatchGather(split, mean, std, crop_padding=padding, hflip=hflip)
+        gen = torch.Generator().manual_seed(11)
+        images = random_crop_flip(split.images[indices], padding, hflip, gen).double() / 255.0
+        images = (images - mean.double().view(1, 2, 1, 1)) / std.double().view(1, 2, 1, 1)
+        torch.testing.assert_close(gather[indices, 11][0].double(), images, rtol=0, atol=1e-5)
+        assert not torch.equal(gather[indices, 11][0], x)
+
+
+def test_epoch_loader_uses_threads_only_when_asked():
+    gather = BatchGather(tiny_splits()["train"], torch.zeros(2), torch.ones(2))
+    plain = epoch_loader(gather, 10, 4, shuffle=False, seed=5, num_workers=0)
+    assert type(plain) is DataLoader and plain.batch_size is None
+    sampler = plain.sampler
+    assert (sampler.n, sampler.batch_size, sampler.shuffle, sampler.drop_last) == (
+        10,
+        4,
+        False,
+        False,
+    )
+    assert sampler.seed == 5
+    threaded = epoch_loader(gather, 10, 1, shuffle=True, seed=5, num_workers=1)
+    assert isinstance(threaded, PrefetchLoader) and threaded.threads == 1
+    serial = list(epoch_loader(gather, 10, 1, shuffle=True, seed=5, num_workers=0))
+    got = list(threaded)  # ten batches through a queue two deep
+    assert len(got) == len(serial) == 10
+    for a, b in zip(got, serial, strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_image_module_constructor_errors_are_one_line():
+    cases = [
+        ({"input_shape": [2, 4, 5]}, "data.input_shape=[2, 4, 5] must be [in_channels, "
+         "image_size, image_size] = [2, 4, 4]"),
+        ({"batch_size": 0}, "data.batch_size=0 must be a positive integer"),
+        ({"batch_size": "8"}, "data.batch_size='8' must be a positive integer"),
+        ({"num_workers": -1}, "data.num_workers=-1 must be an integer >= 0"),
+        ({"num_workers": 1.0}, "data.num_workers=1.0 must be an integer >= 0"),
+        ({"label_noise": 1.0}, "data.label_noise=1.0 must be in [0, 1)"),
+        ({"label_noise": -0.1}, "data.label_noise=-0.1 must be in [0, 1)"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError) as info:
+            Tiny(**kwargs)
+        assert str(info.value) == message
+    Tiny(input_shape=(2, 4, 4), batch_size=1, label_noise=0.0)  # the edges are accepted
+
+
+def test_image_module_keeps_its_arguments_and_sizes_eval_batches():
+    dm = Tiny(batch_size=3, num_workers=2, crop_padding=1, hflip=True, noise_seed=4, shuffle_seed=5)
+    assert (dm.num_classes, dm.in_channels, dm.image_size) == (3, 2, 4)
+    assert (dm.batch_size, dm.eval_batch_size, dm.num_workers) == (3, 256, 2)
+    assert (dm.crop_padding, dm.hflip, dm.noise_seed, dm.shuffle_seed) == (1, True, 4, 5)
+    assert Tiny(batch_size=300).eval_batch_size == 300
+    assert Tiny(batch_size=3, eval_batch_size=7).eval_batch_size == 7
+    default = InMemoryImageDataModule(num_classes=3, in_channels=2, image_size=4)
+    assert (default.batch_size, default.num_workers, default.crop_padding) == (128, 0, 0)
+    assert (default.hflip, default.label_noise) == (False, 0.0)
+    with pytest.raises(NotImplementedError):
+        default.setup()
+
+
+def test_setup_loads_once_flips_train_labels_and_keeps_the_clean_ones():
+    dm = Tiny(label_noise=0.5, noise_seed=3)
+    dm.setup()
+    dm.setup("test")
+    assert dm.loads == 1 and dm.num_train_samples == 10
+    clean = dm.given["train"].labels
+    assert torch.equal(dm.clean_train_labels, clean)
+    assert torch.equal(dm.splits["train"].labels, symmetric_label_noise(clean, 0.5, 3, 3))
+    assert torch.equal(dm.splits["train"].images, dm.given["train"].images)
+    assert dm.splits["val"] is dm.given["val"] and dm.splits["test"] is dm.given["test"]
+    clean_dm = Tiny()
+    clean_dm.setup()
+    assert clean_dm.splits["train"] is clean_dm.given["train"]
+
+
+def test_normalisation_is_configured_or_measured_per_channel_on_train():
+    dm = Tiny(mean=[0.1, 0.2], std=[0.3, 0.4])
+    dm.setup()
+    assert torch.equal(dm.mean, torch.tensor([0.1, 0.2])) and torch.equal(
+        dm.std, torch.tensor([0.3, 0.4])
+    )
+    for kwargs in ({}, {"mean": [0.1, 0.2]}, {"std": [0.3, 0.4]}):
+        dm = Tiny(**kwargs)
+        dm.setup()
+        pixels = dm.given["train"].images.double() / 255.0
+        want_mean = pixels.mean(dim=(0, 2, 3))
+        want_std = pixels.transpose(0, 1).reshape(2, -1).std(dim=1)
+        torch.testing.assert_close(dm.mean.double(), want_mean, rtol=1e-6, atol=0)
+        torch.testing.assert_close(dm.std.double(), want_std, rtol=1e-5, atol=0)
+    flat = tiny_splits()
+    flat["train"] = Split(torch.full((10, 2, 4, 4), 51, dtype=torch.uint8), flat["train"].labels)
+    dm = Tiny(splits=flat)
+    dm.setup()
+    torch.testing.assert_close(dm.mean, torch.tensor([0.2, 0.2]))
+    assert torch.equal(dm.std, torch.tensor([1e-6, 1e-6]))  # a constant channel's floor
+
+
+def test_loaders_augment_and_shuffle_train_only():
+    dm = Tiny(batch_size=3, eval_batch_size=4, crop_padding=1, hflip=True, shuffle_seed=6)
+    dm.setup()
+    for loader, split, batch, shuffle, padding, hflip in (
+        (dm.train_dataloader(), "train", 3, True, 1, True),
+        (dm.val_dataloader(), "val", 4, False, 0, False),
+        (dm.test_dataloader(), "test", 4, False, 0, False),
+    ):
+        gather, sampler = loader.dataset, loader.sampler
+        assert gather.split is dm.splits[split]
+        assert (gather.crop_padding, gather.hflip) == (padding, hflip)
+        assert (sampler.n, sampler.batch_size, sampler.shuffle, sampler.seed) == (
+            10,
+            batch,
+            shuffle,
+            6,
+        )
+        assert torch.equal(gather.mean.flatten(), dm.mean) and torch.equal(
+            gather.std.flatten(), dm.std
+        )
+    threaded = Tiny(num_workers=2)
+    threaded.setup()
+    assert isinstance(threaded.val_dataloader(), PrefetchLoader)
+
+
+def test_loaded_shapes_are_checked_against_the_config():
+    cases = [
+        (tiny_splits(shape=(3, 4, 4)), "data.in_channels=2 but tiny has 3; leave it unset"),
+        (tiny_splits(shape=(2, 5, 5)), "data.image_size=4 but tiny has 5; leave it unset"),
+        (tiny_splits(shape=(2, 4, 5)), "tiny: non-square images (4x5) unsupported"),
+    ]
+    two = tiny_splits()
+    two["train"] = Split(two["train"].images, two["train"].labels % 2)
+    cases.append((two, "data.num_classes=3 but tiny has 2 classes"))
+    for splits, message in cases:
+        with pytest.raises(ConfigError) as info:
+            Tiny(splits=splits).setup()
+        assert str(info.value) == message
