@@ -23,7 +23,15 @@ from xent.data.base import (
     epoch_loader,
 )
 from xent.data.noise import symmetric_label_noise
+from xent.data.split import stratified_split
 from xent.data.synthetic import SyntheticImageDataModule, random_split
+from xent.data.tabular import (
+    BreastCancerDataModule,
+    DiabetesDataModule,
+    Table,
+    TableGather,
+    TabularDataModule,
+)
 from xent.data.toy2d import PairBatchSampler, PairGather, Toy2DDataModule, split_generator
 from xent.errors import ConfigError
 from xent.flow.distributions import sample
@@ -413,3 +421,168 @@ def test_loaded_shapes_are_checked_against_the_config():
         with pytest.raises(ConfigError) as info:
             Tiny(splits=splits).setup()
         assert str(info.value) == message
+
+
+# --- tables (xent.data.tabular) ------------------------------------------------------------------
+
+
+class TinyTable(TabularDataModule):
+    """40 rows of 3 features; class labels 0..3 or, with `real`, values."""
+
+    name = "tinytab"
+
+    def __init__(self, real: bool = False, features=None, **kwargs):
+        args = {"num_classes": 1 if real else 4, "input_shape": [3], "batch_size": 5}
+        super().__init__(**{**args, **kwargs})
+        if real:
+            self.target_kind = "real"
+        rng = np.random.default_rng(0)
+        self.features = rng.normal(2.0, 3.0, (40, 3)) if features is None else features
+        self.targets = rng.normal(50.0, 10.0, 40) if real else np.arange(40) % 4
+        self.loads = 0
+
+    def load_table(self):
+        self.loads += 1
+        return self.features, self.targets
+
+
+def test_table_gather_standardises_rows_and_real_targets_only():
+    table = Table(torch.tensor([[1.0, 2.0], [3.0, 6.0]]), torch.tensor([10.0, 20.0]))
+    mean, std = torch.tensor([1.0, 2.0]), torch.tensor([2.0, 4.0])
+    x, y, idx = TableGather(table, mean, std, shift=10.0, scale=5.0)[torch.tensor([1, 0]), 0]
+    assert torch.equal(x, torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    assert torch.equal(y, torch.tensor([2.0, 0.0])) and torch.equal(idx, torch.tensor([1, 0]))
+    plain = TableGather(table, mean, std)
+    assert len(plain) == 2 and torch.equal(plain[torch.tensor([1]), 0][1], torch.tensor([20.0]))
+    labels = Table(table.features, torch.tensor([3, 1]))
+    _, y, _ = TableGather(labels, mean, std, shift=10.0, scale=5.0)[torch.tensor([0, 1]), 0]
+    assert torch.equal(y, torch.tensor([3, 1]))
+
+
+def test_table_constructor_errors_are_one_line():
+    cases = [
+        ({"batch_size": 0}, "data.batch_size=0 must be a positive integer"),
+        ({"batch_size": True}, "data.batch_size=True must be a positive integer"),
+        ({"batch_size": 2.0}, "data.batch_size=2.0 must be a positive integer"),
+        ({"num_workers": -1}, "data.num_workers=-1 must be an integer >= 0"),
+        ({"num_workers": "1"}, "data.num_workers='1' must be an integer >= 0"),
+        ({"val_fraction": 0.0}, "data.val_fraction=0.0 must be in (0, 1)"),
+        ({"val_fraction": 1.0}, "data.val_fraction=1.0 must be in (0, 1)"),
+        ({"test_fraction": 0}, "data.test_fraction=0 must be in (0, 1)"),
+        ({"test_fraction": 1.5}, "data.test_fraction=1.5 must be in (0, 1)"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5},
+         "data.val_fraction + data.test_fraction = 1 must leave a training split (< 1)"),
+        ({"val_fraction": 0.75, "test_fraction": 0.5},
+         "data.val_fraction + data.test_fraction = 1.25 must leave a training split (< 1)"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError) as info:
+            TinyTable(**kwargs)
+        assert str(info.value) == message
+    TinyTable(batch_size=1, val_fraction=0.45, test_fraction=0.5)  # the edges are accepted
+
+
+def test_table_module_keeps_its_arguments():
+    dm = TinyTable(batch_size=7, num_workers=2, val_fraction=0.25, test_fraction=0.3,
+                   split_seed=4, shuffle_seed=5)  # fmt: skip
+    assert (dm.num_classes, dm.input_shape, dm.batch_size, dm.eval_batch_size) == (4, (3,), 7, 256)
+    assert (dm.num_workers, dm.val_fraction, dm.test_fraction) == (2, 0.25, 0.3)
+    assert (dm.split_seed, dm.shuffle_seed, dm.target_shift, dm.target_scale) == (4, 5, 0.0, 1.0)
+    assert TinyTable(batch_size=300).eval_batch_size == 300
+    assert TinyTable(eval_batch_size=9).eval_batch_size == 9
+    default = TabularDataModule(num_classes=2, input_shape=(3,))
+    assert (default.batch_size, default.num_workers, default.split_seed) == (64, 0, 0)
+    assert (default.val_fraction, default.test_fraction, default.shuffle_seed) == (0.1, 0.2, 0)
+    with pytest.raises(NotImplementedError):
+        default.setup()
+
+
+def test_class_table_is_split_stratified_and_standardised_on_train():
+    dm = TinyTable(val_fraction=0.2, test_fraction=0.3, split_seed=2)
+    dm.setup()
+    dm.setup("test")
+    assert dm.loads == 1
+    labels = torch.as_tensor(dm.targets, dtype=torch.int64)
+    fractions = {"train": 0.5, "val": 0.2, "test": 0.3}
+    parts = stratified_split(labels, fractions, 2, stratify=True)
+    features = torch.as_tensor(dm.features, dtype=torch.float32)
+    for name, idx in parts.items():
+        assert torch.equal(dm.splits[name].features, features[idx])
+        assert torch.equal(dm.splits[name].targets, labels[idx])
+        assert dm.splits[name].targets.dtype == torch.int64
+    assert dm.num_train_samples == 20
+    assert torch.equal(torch.bincount(dm.splits["train"].targets), torch.full((4,), 5))
+    train = dm.splits["train"].features.double()
+    torch.testing.assert_close(dm.mean.double(), train.mean(0), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dm.std.double(), train.std(0), rtol=1e-5, atol=0)
+    assert (dm.target_shift, dm.target_scale) == (0.0, 1.0)
+
+
+def test_real_table_is_a_random_split_with_standardised_targets():
+    dm = TinyTable(real=True, split_seed=1)
+    dm.setup()
+    values = torch.as_tensor(dm.targets, dtype=torch.float32)
+    parts = stratified_split(values, {"train": 0.7, "val": 0.1, "test": 0.2}, 1, stratify=False)
+    for name, idx in parts.items():
+        assert torch.equal(dm.splits[name].targets, values[idx])
+    train = dm.splits["train"].targets.double()
+    assert dm.target_shift == pytest.approx(float(train.mean()), rel=1e-6)
+    assert dm.target_scale == pytest.approx(float(train.std()), rel=1e-6)
+    _, y, idx = next(iter(dm.test_dataloader()))
+    want = (values[parts["test"]][idx].double() - train.mean()) / train.std()
+    torch.testing.assert_close(y.double(), want, rtol=0, atol=1e-5)
+
+
+def test_a_constant_feature_or_target_has_the_std_floor():
+    features = np.ones((40, 3))
+    dm = TinyTable(features=features)
+    dm.setup()
+    assert torch.equal(dm.std, torch.full((3,), 1e-6))
+    flat = TinyTable(real=True, features=features)
+    flat.targets = np.full(40, 7.0)
+    flat.setup()
+    assert (flat.target_shift, flat.target_scale) == (7.0, pytest.approx(1e-6))
+
+
+def test_table_shapes_are_checked_against_the_config():
+    with pytest.raises(ConfigError) as info:
+        TinyTable(input_shape=[4]).setup()
+    assert str(info.value) == "data.input_shape=[4] but tinytab rows have shape [3]; leave it unset"
+    with pytest.raises(ConfigError) as info:
+        TinyTable(num_classes=5).setup()
+    assert str(info.value) == "data.num_classes=5 but tinytab has 4 classes"
+    TinyTable(real=True, num_classes=7).setup()  # real targets have no classes to count
+
+
+def test_table_loaders_shuffle_train_only():
+    dm = TinyTable(batch_size=6, eval_batch_size=3, shuffle_seed=8)
+    dm.setup()
+    for loader, split, batch, shuffle in (
+        (dm.train_dataloader(), "train", 6, True),
+        (dm.val_dataloader(), "val", 3, False),
+        (dm.test_dataloader(), "test", 3, False),
+    ):
+        gather, sampler = loader.dataset, loader.sampler
+        assert gather.table is dm.splits[split] and gather.mean is dm.mean and gather.std is dm.std
+        n = len(dm.splits[split].targets)
+        assert (sampler.n, sampler.batch_size, sampler.shuffle, sampler.seed) == (
+            n,
+            batch,
+            shuffle,
+            8,
+        )
+    threaded = TinyTable(num_workers=1)
+    threaded.setup()
+    assert isinstance(threaded.train_dataloader(), PrefetchLoader)
+
+
+def test_breast_cancer_has_malignant_as_class_one_and_diabetes_its_raw_target():
+    features, labels = BreastCancerDataModule(num_classes=2, input_shape=[30]).load_table()
+    assert features.shape == (569, 30) and int(labels.sum()) == 212
+    dm = BreastCancerDataModule(num_classes=2, input_shape=[30])
+    dm.setup()
+    assert dm.target_kind == "class" and dm.splits["train"].targets.dtype == torch.int64
+    features, target = DiabetesDataModule(num_classes=1, input_shape=[10]).load_table()
+    assert features.shape == (442, 10) and (target.min(), target.max()) == (25.0, 346.0)
+    assert DiabetesDataModule.target_kind == "real" and DiabetesDataModule.name == "diabetes"
+    assert BreastCancerDataModule.name == "breast_cancer"
