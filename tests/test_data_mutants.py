@@ -9,9 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch.utils.data import DataLoader
 
 import xent.data.base as base_mod
+import xent.data.cifar as cifar_mod
+from tests.conftest import write_cifar
 from xent.data.augment import random_crop_flip
 from xent.data.base import (
     BatchGather,
@@ -22,6 +25,7 @@ from xent.data.base import (
     distributed_rank,
     epoch_loader,
 )
+from xent.data.cifar import CIFARDataModule
 from xent.data.noise import symmetric_label_noise
 from xent.data.split import stratified_split
 from xent.data.synthetic import SyntheticImageDataModule, random_split
@@ -33,7 +37,7 @@ from xent.data.tabular import (
     TabularDataModule,
 )
 from xent.data.toy2d import PairBatchSampler, PairGather, Toy2DDataModule, split_generator
-from xent.errors import ConfigError
+from xent.errors import ConfigError, DataNotFoundError
 from xent.flow.distributions import sample
 
 # --- data=toy2d ----------------------------------------------------------------------------------
@@ -586,3 +590,142 @@ def test_breast_cancer_has_malignant_as_class_one_and_diabetes_its_raw_target():
     assert features.shape == (442, 10) and (target.min(), target.max()) == (25.0, 346.0)
     assert DiabetesDataModule.target_kind == "real" and DiabetesDataModule.name == "diabetes"
     assert BreastCancerDataModule.name == "breast_cancer"
+
+
+# --- CIFAR (xent.data.cifar) and label noise -----------------------------------------------------
+
+
+def cifar10(root, **kwargs) -> CIFARDataModule:
+    args = {"num_classes": 10, "in_channels": 3, "image_size": 32, **kwargs}
+    return CIFARDataModule(variant="cifar10", root=str(root), **args)
+
+
+class FakeCIFAR(torchvision.datasets.CIFAR100):
+    """Records how it was built; fails like a download that cannot reach the network."""
+
+    calls: list = []
+
+    def __init__(self, root, train=True, download=False):
+        self.calls.append((root, train, download))
+        raise OSError("network is unreachable")
+
+
+def test_cifar_defaults_are_its_config_and_a_bad_variant_is_named(tmp_path):
+    dm = cifar10(tmp_path)
+    assert (dm.download, dm.val_size, dm.split_seed, dm.name) == (True, 0, 0, "cifar10")
+    assert dm.folder == tmp_path / "cifar-10-batches-py"
+    with pytest.raises(DataNotFoundError) as info:
+        CIFARDataModule(variant="svhn", root=str(tmp_path), num_classes=10, in_channels=3,
+                        image_size=32)  # fmt: skip
+    assert str(info.value) == "data.variant='svhn' is not one of ['cifar10', 'cifar100']"
+
+
+def test_cifar_missing_files_are_downloaded_or_named_in_one_line(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar-100-python"
+    hint = (
+        f"cifar100: train, test, meta not found under {folder}. Put the extracted "
+        f"cifar-100-python.tar.gz in {tmp_path} (or set data.root / XENT_DATA)"
+    )
+    args = {"num_classes": 100, "in_channels": 3, "image_size": 32}
+    offline = CIFARDataModule(variant="cifar100", root=str(tmp_path), download=False, **args)
+    with pytest.raises(DataNotFoundError) as info:
+        offline.prepare_data()
+    assert str(info.value) == hint + ", or allow data.download=true."
+    dm = CIFARDataModule(variant="cifar100", root=str(tmp_path), **args)
+    monkeypatch.setattr(FakeCIFAR, "calls", [])
+    dm.dataset_cls = FakeCIFAR  # CIFAR-100's files, fetched through this class
+    with pytest.raises(DataNotFoundError) as info:
+        dm.prepare_data()
+    assert FakeCIFAR.calls == [(str(tmp_path), True, True)]
+    assert str(info.value) == f"{hint}; download failed (OSError: network is unreachable)."
+
+
+def test_cifar_checks_each_file_once_per_size_and_mtime(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    folder = write_cifar(tmp_path, "cifar10")
+    checked = []
+
+    def check_integrity(path, md5=None):
+        checked.append((path, md5))
+        return True
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", check_integrity)
+    monkeypatch.setattr(cifar_mod, "_VERIFIED", set())
+    dm = cifar10(tmp_path)
+    cls = torchvision.datasets.CIFAR10
+    want = [(str(folder / name), md5) for name, md5 in cls.train_list + cls.test_list]
+    want.append((str(folder / cls.meta["filename"]), cls.meta["md5"]))
+    dm.prepare_data()
+    assert checked == want
+    dm.check_files()
+    assert checked == want  # verified files are not read again
+    (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes() + b"x")
+    dm.check_files()
+    assert checked == [*want, (str(folder / "test_batch"), cls.test_list[0][1])]
+
+
+def test_cifar_decode_reads_local_files_only_and_names_a_bad_checksum(tmp_path, monkeypatch):
+    calls = []
+
+    class Decoded:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            self.data = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+            self.data[1, 0, 1, 2] = 9
+            self.targets = [3, 1]
+
+    dm = cifar10(tmp_path)
+    dm.dataset_cls = Decoded
+    split = dm._decode(train=False)
+    assert calls == [(str(tmp_path), False, False)]
+    assert split.images.shape == (2, 3, 32, 32) and int(split.images[1, 2, 0, 1]) == 9
+    assert torch.equal(split.labels, torch.tensor([3, 1]))
+
+    class Corrupt:
+        def __init__(self, root, train, download):
+            raise RuntimeError("Dataset metadata file not found or corrupted.")
+
+    dm.dataset_cls, dm.dataset_cls.base_folder = Corrupt, "cifar-10-batches-py"
+    with pytest.raises(DataNotFoundError) as info:
+        dm._decode(train=True)
+    assert str(info.value) == (
+        f"cifar10: files under {tmp_path / 'cifar-10-batches-py'} failed torchvision's checksum "
+        "(Dataset metadata file not found or corrupted.); delete them and re-run with "
+        "data.download=true"
+    )
+
+
+def test_cifar_held_out_validation_is_a_stratified_part_of_train(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    write_cifar(tmp_path, "cifar10", n_train=200, n_test=40)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: True)
+    calls = []
+
+    def split(labels, fractions, seed):
+        calls.append((labels.clone(), fractions, seed))
+        return {"val": torch.tensor([5]), "train": torch.tensor([0, 2, 7])}
+
+    monkeypatch.setattr(cifar_mod, "stratified_split", split)
+    dm = cifar10(tmp_path, val_size=1, split_seed=3)
+    splits = dm.load_splits()
+    train, test = dm._decode(train=True), dm._decode(train=False)
+    ((labels, fractions, seed),) = calls
+    assert torch.equal(labels, train.labels) and seed == 3
+    assert fractions == {"val": 1 / 200, "train": 1 - 1 / 200}
+    assert torch.equal(splits["val"].images, train.images[[5]])
+    assert torch.equal(splits["val"].labels, train.labels[[5]])
+    assert torch.equal(splits["train"].images, train.images[[0, 2, 7]])
+    assert torch.equal(splits["train"].labels, train.labels[[0, 2, 7]])
+    assert set(splits) == {"train", "val", "test"}
+    assert torch.equal(splits["test"].images, test.images)
+
+
+def test_label_noise_flips_nothing_at_zero_and_one_label_at_one_in_n():
+    labels = torch.arange(10) % 3
+    same = symmetric_label_noise(labels, 0.0, 3, seed=0)
+    assert torch.equal(same, labels) and same is not labels
+    one = symmetric_label_noise(labels, 0.1, 3, seed=0)
+    assert int((one != labels).sum()) == 1
+    assert torch.equal(symmetric_label_noise(labels, 0.14, 3, seed=0), one)  # round(1.4) = 1
