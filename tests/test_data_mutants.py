@@ -6,6 +6,8 @@ Every test is fast (tiny sets, no training): mutation testing runs this file per
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,10 @@ from torch.utils.data import DataLoader
 
 import xent.data.base as base_mod
 import xent.data.cifar as cifar_mod
+import xent.data.corrupted as corrupted_mod
 from tests.conftest import write_cifar
+from xent.corrupt.corruptions import CORRUPTIONS
+from xent.corrupt.layout import read_corruption
 from xent.data.augment import random_crop_flip
 from xent.data.base import (
     BatchGather,
@@ -26,6 +31,13 @@ from xent.data.base import (
     epoch_loader,
 )
 from xent.data.cifar import CIFARDataModule
+from xent.data.corrupted import (
+    CorruptedStreamDataModule,
+    _ReshuffledBatches,
+    domain_names,
+    gradual_schedule,
+)
+from xent.data.digits import DigitsDataModule
 from xent.data.noise import symmetric_label_noise
 from xent.data.split import stratified_split
 from xent.data.synthetic import SyntheticImageDataModule, random_split
@@ -729,3 +741,230 @@ def test_label_noise_flips_nothing_at_zero_and_one_label_at_one_in_n():
     one = symmetric_label_noise(labels, 0.1, 3, seed=0)
     assert int((one != labels).sum()) == 1
     assert torch.equal(symmetric_label_noise(labels, 0.14, 3, seed=0), one)  # round(1.4) = 1
+
+
+# --- the corrupted test stream (xent.data.corrupted) ---------------------------------------------
+
+VALID = ", ".join(CORRUPTIONS)
+N_C = 6  # images per severity in the hand-written CIFAR-10-C layouts below
+
+
+class Clean32(InMemoryImageDataModule):
+    """20 clean 3x32x32 training images of the ten classes, standing in for CIFAR-10."""
+
+    name = "clean32"
+
+    def __init__(self, **kwargs):
+        super().__init__(**{"num_classes": 10, "in_channels": 3, "image_size": 32, **kwargs})
+        self.prepared = 0
+
+    def prepare_data(self):
+        self.prepared += 1
+
+    def load_splits(self):
+        gen = torch.Generator().manual_seed(1)
+        images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=gen)
+        split = Split(images, torch.arange(20) % 10)
+        return {"train": split, "val": split, "test": split}
+
+
+def c10c(root, corruptions=("fog", "snow")):
+    """A CIFAR-10-C layout of N_C images per severity, written directly (no corrupting)."""
+    folder = root / "CIFAR-10-C"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in corruptions:
+        np.save(folder / f"{name}.npy", rng.integers(0, 256, (5 * N_C, 32, 32, 3), dtype=np.uint8))
+    np.save(folder / "labels.npy", np.tile(np.arange(N_C) % 10, 5))
+    return folder
+
+
+def stream(root, **kwargs) -> CorruptedStreamDataModule:
+    args = {"corruptions": ["fog", "snow"], "clean": Clean32(), "batch_size": 4}
+    return CorruptedStreamDataModule("cifar10", str(root), **{**args, **kwargs})
+
+
+def test_gradual_schedule_and_domain_names_name_what_is_wrong():
+    with pytest.raises(ConfigError) as info:
+        gradual_schedule(["fog"], severities=[1, 6])
+    assert str(info.value) == "severities=6 must be an integer severity in 1..5"
+    with pytest.raises(ConfigError) as info:
+        gradual_schedule(["fog", "haze"])
+    assert str(info.value) == (f"data.corruptions='haze' is not a corruption; valid: {VALID}")
+    assert gradual_schedule(["fog", "snow"], severities=[2, 3]) == [
+        ("fog", 2), ("fog", 3), ("snow", 2), ("snow", 3)
+    ]  # fmt: skip
+    assert domain_names([("fog", 1), ("snow", 2)]) == ["fog@1", "snow@2"]
+    assert domain_names([("fog", 1), ("fog", 2), ("fog", 3)]) == ["fog@1", "fog@2", "fog@3"]
+    assert domain_names([("fog", 4), ("snow", 4)]) == ["fog", "snow"]
+    assert domain_names([]) == []
+
+
+def test_reshuffled_batches_draw_pass_k_from_seed_times_1_000_003_plus_k():
+    sampler = _ReshuffledBatches(10, 4, seed=2)
+    assert len(sampler) == 3 and len(_ReshuffledBatches(8, 4, 0)) == 2
+    for k in range(3):
+        want = torch.randperm(10, generator=torch.Generator().manual_seed(2 * 1_000_003 + k))
+        got = list(sampler)
+        assert [len(b) for b in got] == [4, 4, 2] and torch.equal(torch.cat(got), want)
+    assert sampler.passes == 3
+
+
+def test_stream_constructor_errors_are_one_line(tmp_path):
+    cases = [
+        ({"variant": "svhn"}, "data.variant='svhn' is not one of cifar10, cifar100, digits32"),
+        ({"num_classes": 100}, "data.num_classes=100 but cifar10 has 10"),
+        ({"in_channels": 1}, "data.in_channels=1, data.image_size=32: the corrupted layout is "
+         "32x32 RGB; use in_channels=3, image_size=32"),
+        ({"image_size": 28}, "data.in_channels=3, data.image_size=28: the corrupted layout is "
+         "32x32 RGB; use in_channels=3, image_size=32"),
+        ({"input_shape": [3, 32, 31]}, "data.input_shape=[3, 32, 31] must be [3, 32, 32]"),
+        ({"batch_size": 0}, "data.batch_size=0 must be a positive integer"),
+        ({"batch_size": True}, "data.batch_size=True must be a positive integer"),
+        ({"batch_size": 2.0}, "data.batch_size=2.0 must be a positive integer"),
+        ({"source_batch_size": 0}, "data.source_batch_size=0 must be a positive integer"),
+        ({"source_batch_size": "8"}, "data.source_batch_size='8' must be a positive integer"),
+        ({"num_workers": -1}, "data.num_workers=-1 must be an integer >= 0"),
+        ({"num_workers": 1.0}, "data.num_workers=1.0 must be an integer >= 0"),
+        ({"n_per_domain": 0}, "data.n_per_domain=0 must be null or an integer >= 1"),
+        ({"n_per_domain": 2.0}, "data.n_per_domain=2.0 must be null or an integer >= 1"),
+        ({"corruptions": "fog"}, "data.corruptions='fog' must be a list of names"),
+        ({"corruptions": []}, f"data.corruptions is empty; choose from {VALID}"),
+        ({"severity": 0}, "data.severity=0 must be an integer severity in 1..5"),
+        ({"clean": 3}, "data.clean=3 must be a mapping of data-module arguments"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        args = {"variant": "cifar10", "root": str(tmp_path), **kwargs}
+        with pytest.raises(ConfigError) as info:
+            CorruptedStreamDataModule(**args)
+        assert str(info.value) == message
+    with pytest.raises(ConfigError) as info:
+        CorruptedStreamDataModule("cifar10", str(tmp_path), clean={"colour": True})
+    assert str(info.value).startswith("data.clean: ") and "colour" in str(info.value)
+
+
+def test_stream_keeps_its_arguments(tmp_path):
+    from omegaconf import OmegaConf
+
+    dm = CorruptedStreamDataModule(
+        "cifar100", str(tmp_path), corruptions=OmegaConf.create(["snow", "fog"]), severity=3,
+        input_shape=OmegaConf.create([3, 32, 32]), batch_size=7, num_workers=2, n_per_domain=5,
+        generate_seed=4, source_train_size=9,
+    )  # fmt: skip
+    assert (dm.variant, dm.root, dm.name, dm.num_classes) == (
+        "cifar100",
+        tmp_path,
+        "cifar100_c",
+        100,
+    )
+    assert (dm.in_channels, dm.image_size, dm.input_shape) == (3, 32, [3, 32, 32])
+    assert (dm.corruptions, dm.severity, dm.schedule) == (
+        ["snow", "fog"],
+        3,
+        [("snow", 3), ("fog", 3)],
+    )
+    assert (dm.batch_size, dm.num_workers, dm.n_per_domain, dm.source_batch_size) == (7, 2, 5, None)
+    assert (dm.generate_seed, dm.source_train_size, dm.stream_seed) == (4, 9, 0)
+    assert (dm.n_per_severity, dm.generated_seconds) == (None, None)
+    assert dm.corrupted_root == tmp_path / "CIFAR-100-C"
+    assert dm.domain_names == ["snow", "fog"]
+    default = CorruptedStreamDataModule("digits32", str(tmp_path))
+    assert (default.corruptions, default.severity, default.batch_size) == (
+        list(CORRUPTIONS),
+        5,
+        200,
+    )
+    assert default.corrupted_root == tmp_path / "DIGITS32-C-seed0"
+
+
+def test_the_clean_module_is_built_from_the_stream_arguments(tmp_path):
+    dm = CorruptedStreamDataModule("cifar100", str(tmp_path), batch_size=7)
+    clean = dm.clean_module
+    assert isinstance(clean, CIFARDataModule) and clean.name == "cifar100"
+    assert (clean.root, clean.num_classes, clean.in_channels, clean.image_size) == (
+        tmp_path, 100, 3, 32
+    )  # fmt: skip
+    assert clean.batch_size == 7
+    sized = CorruptedStreamDataModule("cifar10", str(tmp_path), batch_size=7, source_batch_size=5)
+    assert sized.clean_module.batch_size == 5
+    given = CorruptedStreamDataModule(
+        "cifar10", str(tmp_path), source_batch_size=5, clean={"batch_size": 9, "download": False}
+    )
+    assert (given.clean_module.batch_size, given.clean_module.download) == (9, False)
+    digits = CorruptedStreamDataModule("digits32", str(tmp_path), batch_size=6).clean_module
+    assert isinstance(digits, DigitsDataModule) and digits.upsample == 4
+    assert (digits.num_classes, digits.in_channels, digits.image_size) == (10, 3, 32)
+    assert digits.batch_size == 6
+    other = CorruptedStreamDataModule("digits32", str(tmp_path), clean={"upsample": 2})
+    assert other.clean_module.upsample == 2
+    built = Clean32()
+    assert stream(tmp_path, clean=built).clean_module is built
+
+
+def test_prepare_checks_the_cifar_layout_but_not_the_digits_cache(tmp_path):
+    clean = Clean32()
+    CorruptedStreamDataModule("digits32", str(tmp_path), clean=clean).prepare_data()
+    assert clean.prepared == 1 and not list(tmp_path.iterdir())
+    dm = stream(tmp_path)
+    with pytest.raises(DataNotFoundError):
+        dm.prepare_data()
+    c10c(tmp_path)
+    dm.prepare_data()
+    assert dm.clean_module.prepared == 1
+
+
+def test_setup_checks_the_source_size_and_reads_the_layout_once(tmp_path, monkeypatch):
+    c10c(tmp_path, corruptions=("fog", "snow", "frost"))
+    with pytest.raises(ConfigError) as info:
+        stream(tmp_path, source_train_size=21).setup()
+    assert str(info.value) == (
+        "data.source_train_size=21 but the clean training split has 20 images"
+    )
+    dm = stream(tmp_path, source_train_size=20)
+    dm.schedule = [("snow", 1), ("fog", 2), ("snow", 3)]
+    assert dm._scheduled_corruptions() == ["snow", "fog"]
+    dm.setup()
+    assert dm.n_per_severity == N_C and dm._ready
+    monkeypatch.setattr(corrupted_mod, "check_layout", None)  # a second setup reads nothing
+    dm.setup()
+
+
+def test_stream_batches_cap_each_domain_and_check_the_schedule(tmp_path):
+    folder = c10c(tmp_path)
+    dm = stream(tmp_path, n_per_domain=5, num_workers=0)
+    dm.stream_seed = 3
+    order = list(range(N_C))
+    random.Random(3).shuffle(order)
+    batches = dm.stream_batches()
+    assert [(d, idx.tolist()) for d, idx in batches] == [
+        (0, order[:4]), (0, order[4:5]), (1, order[:4]), (1, order[4:5])
+    ]  # fmt: skip
+    loader = dm.test_dataloader()
+    assert loader.num_workers == 0 and len(loader) == 4
+    x, y, domain = list(loader)[2]
+    images, labels = read_corruption(folder, "snow", 5)
+    assert torch.equal(x, torch.from_numpy(images[order[:4]]).permute(0, 3, 1, 2).float() / 255)
+    assert torch.equal(y, torch.from_numpy(labels[order[:4]]))
+    assert torch.equal(domain, torch.ones(4, dtype=torch.int64))
+    dm.schedule = [("fog", 6)]
+    with pytest.raises(ConfigError) as info:
+        dm.stream_batches()
+    assert str(info.value) == "schedule=6 must be an integer severity in 1..5"
+    dm.schedule = [("frost", 1)]
+    with pytest.raises(DataNotFoundError):  # validated against the files, not setup's
+        dm.stream_batches()
+
+
+def test_source_loader_gives_clean_train_pixels_in_unit_range(tmp_path):
+    c10c(tmp_path)
+    dm = stream(tmp_path, source_batch_size=8, num_workers=2)
+    loader = dm.source_loader(seed=4)
+    assert loader.num_workers == 2 and loader.sampler.seed == 4 and loader.sampler.batch_size == 8
+    dm.num_workers = 0
+    loader = dm.source_loader(seed=4)
+    train = dm.clean_module.splits["train"]
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(4 * 1_000_003))
+    for (x, y), idx in zip(loader, order.split(8), strict=True):
+        assert torch.equal(x, train.images[idx].float() / 255) and torch.equal(y, train.labels[idx])
+    assert len(loader) == 3
+    assert stream(tmp_path, batch_size=6).source_loader(0).sampler.batch_size == 6
