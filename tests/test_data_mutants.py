@@ -7,6 +7,7 @@ Every test is fast (tiny sets, no training): mutation testing runs this file per
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -275,6 +276,9 @@ def test_epoch_batch_sampler_orders_and_batch_seeds_come_from_seed_and_epoch(shu
     seeds = torch.randint(0, 2**62, (3,), generator=gen).tolist()
     got = list(sampler)
     assert [s for _, s in got] == seeds
+    fresh = EpochBatchSampler(10, 4, shuffle=shuffle, drop_last=False, seed=3)
+    sampler.set_epoch(0)  # a new sampler is at epoch 0
+    assert [s for _, s in fresh] == [s for _, s in sampler]
     assert torch.equal(torch.cat([i for i, _ in got]), order)
     assert [len(i) for i, _ in got] == [4, 4, 2]
 
@@ -324,7 +328,12 @@ def test_epoch_loader_uses_threads_only_when_asked():
     threaded = epoch_loader(gather, 10, 1, shuffle=True, seed=5, num_workers=1)
     assert isinstance(threaded, PrefetchLoader) and threaded.threads == 1
     serial = list(epoch_loader(gather, 10, 1, shuffle=True, seed=5, num_workers=0))
-    got = list(threaded)  # ten batches through a queue two deep
+    assert threaded.batch_size is None
+    got, workers = [], set()
+    for batch in threaded:  # ten batches through a queue two deep, built in named threads
+        got.append(batch)
+        workers |= {t.name for t in threading.enumerate() if t.name.startswith("xent-batches")}
+    assert len(workers) == 1
     assert len(got) == len(serial) == 10
     for a, b in zip(got, serial, strict=True):
         assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
