@@ -977,3 +977,28 @@ def test_source_loader_gives_clean_train_pixels_in_unit_range(tmp_path):
         assert torch.equal(x, train.images[idx].float() / 255) and torch.equal(y, train.labels[idx])
     assert len(loader) == 3
     assert stream(tmp_path, batch_size=6).source_loader(0).sampler.batch_size == 6
+
+
+# --- digits (xent.data.digits) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("upsample,channels", [(1, 1), (4, 3)])
+def test_digits_pixels_are_the_scaled_and_resized_sklearn_images(upsample, channels):
+    from sklearn.datasets import load_digits
+
+    size = 8 * upsample
+    fractions = {"val_fraction": 0.25, "test_fraction": 0.15}
+    shape = {"num_classes": 10, "in_channels": channels, "image_size": size}
+    dm = DigitsDataModule(upsample=upsample, split_seed=2, **fractions, **shape)
+    splits = dm.load_splits()
+    raw = load_digits()
+    images = torch.from_numpy(raw.images).float()[:, None] * (255.0 / 16.0)
+    if upsample > 1:
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear")
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, channels, -1, -1)
+    labels = torch.from_numpy(raw.target).long()
+    parts = stratified_split(labels, {"train": 0.6, "val": 0.25, "test": 0.15}, 2)
+    for name, idx in parts.items():
+        assert torch.equal(splits[name].labels, labels[idx])
+        assert splits[name].images.shape == (len(idx), channels, size, size)
+        assert torch.equal(splits[name].images, images[idx])
