@@ -87,6 +87,9 @@ def test_pair_batch_sampler_counts_partial_batches_and_draws_two_orders():
     assert torch.equal(torch.cat([a for a, _ in batches]), order0)
     assert torch.equal(torch.cat([b for _, b in batches]), order1)
     assert not torch.equal(order0, order1)
+    fresh, sampler = PairBatchSampler(10, 4, seed=2), PairBatchSampler(10, 4, seed=2)
+    sampler.set_epoch(0)  # a new sampler is at epoch 0
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(fresh, sampler, strict=True))
 
 
 def test_pair_gather_indexes_each_side_with_its_own_indices():
@@ -168,10 +171,10 @@ def test_toy2d_loaders_pair_train_batches_and_give_whole_held_out_sets():
     x0, x1 = dm.splits["train"]
     for (b0, b1), (i0, i1) in zip(loader, PairBatchSampler(10, 4, 9), strict=True):
         assert torch.equal(b0, x0[i0]) and torch.equal(b1, x1[i1])
-    workers = Toy2DDataModule(n_train=10, batch_size=4, num_workers=2)
+    workers = Toy2DDataModule(n_train=10, batch_size=4, num_workers=1)
     workers.setup()
     threaded = workers.train_dataloader()
-    assert (threaded.num_workers, threaded.persistent_workers) == (2, True)
+    assert (threaded.num_workers, threaded.persistent_workers) == (1, True)
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
         (batch,) = list(loader)
         assert all(torch.equal(a, b) for a, b in zip(batch, dm.splits[split], strict=True))
