@@ -372,6 +372,18 @@ def test_image_module_keeps_its_arguments_and_sizes_eval_batches():
     assert (default.hflip, default.label_noise) == (False, 0.0)
     with pytest.raises(NotImplementedError):
         default.setup()
+    assert (default.name, default.target_kind) == ("images", "class")
+
+
+def test_data_modules_declare_their_name_and_target_kind():
+    kinds = {
+        Toy2DDataModule: ("toy2d", "flow"),
+        SyntheticImageDataModule: ("synthetic", "class"),
+        DigitsDataModule: ("digits", "class"),
+        CorruptedStreamDataModule: (None, "class"),
+    }
+    for cls, (name, kind) in kinds.items():
+        assert (getattr(cls, "name", None), cls.target_kind) == (name, kind)
 
 
 def test_setup_loads_once_flips_train_labels_and_keeps_the_clean_ones():
@@ -523,6 +535,11 @@ def test_table_module_keeps_its_arguments():
     assert (default.val_fraction, default.test_fraction, default.shuffle_seed) == (0.1, 0.2, 0)
     with pytest.raises(NotImplementedError):
         default.setup()
+    assert (default.name, default.target_kind) == ("table", "class")
+    with pytest.raises(
+        ConfigError, match=r"^data.input_shape=\[3\] but table rows have shape \[4\]"
+    ):
+        default._check_shapes(torch.zeros(2, 4), torch.zeros(2))
 
 
 def test_class_table_is_split_stratified_and_standardised_on_train():
