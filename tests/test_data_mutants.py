@@ -136,11 +136,12 @@ def test_toy2d_num_workers_must_be_a_non_negative_integer(value):
 
 
 def test_toy2d_names_the_bad_target_and_the_non_2d_shape():
-    with pytest.raises(ConfigError) as info:
-        Toy2DDataModule(target="ring")
-    assert str(info.value) == (
-        "data.target='ring' is not a distribution; valid: 8gaussians, gaussian, moons, scurve"
-    )
+    for key in ("source", "target"):
+        with pytest.raises(ConfigError) as info:
+            Toy2DDataModule(**{key: "ring"})
+        assert str(info.value) == (
+            f"data.{key}='ring' is not a distribution; valid: 8gaussians, gaussian, moons, scurve"
+        )
     for dim, classes, shape in ((3, 2, [2]), (2, 3, [2]), (2, 2, [3]), (2, 2, [2, 2])):
         with pytest.raises(ConfigError) as info:
             Toy2DDataModule(dim=dim, num_classes=classes, input_shape=shape)
@@ -528,7 +529,7 @@ def test_table_module_keeps_its_arguments():
     assert (dm.num_classes, dm.input_shape, dm.batch_size, dm.eval_batch_size) == (4, (3,), 7, 256)
     assert (dm.num_workers, dm.val_fraction, dm.test_fraction) == (2, 0.25, 0.3)
     assert (dm.split_seed, dm.shuffle_seed, dm.target_shift, dm.target_scale) == (4, 5, 0.0, 1.0)
-    assert TinyTable(batch_size=300).eval_batch_size == 300
+    assert TinyTable(batch_size=300).eval_batch_size == 300 and dm.splits == {}
     assert TinyTable(eval_batch_size=9).eval_batch_size == 9
     default = TabularDataModule(num_classes=2, input_shape=(3,))
     assert (default.batch_size, default.num_workers, default.split_seed) == (64, 0, 0)
