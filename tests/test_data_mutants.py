@@ -6,6 +6,7 @@ Every test is fast (tiny sets, no training): mutation testing runs this file per
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 
@@ -698,6 +699,8 @@ def test_cifar_checks_each_file_once_per_size_and_mtime(tmp_path, monkeypatch):
     cls = torchvision.datasets.CIFAR10
     want = [(str(folder / name), md5) for name, md5 in cls.train_list + cls.test_list]
     want.append((str(folder / cls.meta["filename"]), cls.meta["md5"]))
+    for path in folder.iterdir():  # as a tar extracts them: the batches share size and mtime
+        os.utime(path, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
     dm.prepare_data()
     assert checked == want
     dm.check_files()
@@ -969,6 +972,9 @@ def test_stream_batches_cap_each_domain_and_check_the_schedule(tmp_path):
     assert [(d, idx.tolist()) for d, idx in batches] == [
         (0, order[:4]), (0, order[4:5]), (1, order[:4]), (1, order[4:5])
     ]  # fmt: skip
+    dm.num_workers = 2
+    assert dm.test_dataloader().num_workers == 2
+    dm.num_workers = 0
     loader = dm.test_dataloader()
     assert loader.num_workers == 0 and len(loader) == 4
     x, y, domain = list(loader)[2]
@@ -1023,3 +1029,26 @@ def test_digits_pixels_are_the_scaled_and_resized_sklearn_images(upsample, chann
         assert torch.equal(splits[name].labels, labels[idx])
         assert splits[name].images.shape == (len(idx), channels, size, size)
         assert torch.equal(splits[name].images, images[idx])
+
+
+def test_the_digits32_cache_is_built_in_a_hidden_temp_dir_beside_it(tmp_path, monkeypatch):
+    calls = []
+
+    def write_corrupted(root, images, labels, corruptions, seed):
+        calls.append((root, images.shape, labels.tolist(), list(corruptions), seed))
+        root.mkdir(exist_ok=True)
+        np.save(root / "fog.npy", np.tile(images, (5, 1, 1, 1)))
+        np.save(root / "labels.npy", np.tile(labels, 5))
+
+    monkeypatch.setattr(corrupted_mod, "write_corrupted", write_corrupted)
+    root = tmp_path / "not" / "yet"
+    dm = CorruptedStreamDataModule(
+        "digits32", str(root), corruptions=["fog"], clean=Clean32(), generate_seed=7
+    )
+    dm.setup()
+    ((tmp, shape, labels, corruptions, seed),) = calls
+    assert tmp.parent == root and tmp.name.startswith(".DIGITS32-C-seed7.tmp-")
+    assert (shape, labels, corruptions, seed) == ((20, 32, 32, 3), [i % 10 for i in range(20)],
+                                                  list(CORRUPTIONS), 7)  # fmt: skip
+    assert [p.name for p in root.iterdir()] == ["DIGITS32-C-seed7"] and dm.n_per_severity == 20
+    assert 0.0 <= dm.generated_seconds < 60.0
