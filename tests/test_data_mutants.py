@@ -36,6 +36,7 @@ from xent.data.cifar import CIFARDataModule
 from xent.data.corrupted import (
     CorruptedStreamDataModule,
     _ReshuffledBatches,
+    continual_schedule,
     domain_names,
     gradual_schedule,
 )
@@ -819,6 +820,9 @@ def stream(root, **kwargs) -> CorruptedStreamDataModule:
 
 def test_gradual_schedule_and_domain_names_name_what_is_wrong():
     with pytest.raises(ConfigError) as info:
+        continual_schedule(["fog"], 6)
+    assert str(info.value) == "data.severity=6 must be an integer severity in 1..5"
+    with pytest.raises(ConfigError) as info:
         gradual_schedule(["fog"], severities=[1, 6])
     assert str(info.value) == "severities=6 must be an integer severity in 1..5"
     with pytest.raises(ConfigError) as info:
@@ -879,8 +883,9 @@ def test_stream_constructor_errors_are_one_line(tmp_path):
 def test_stream_keeps_its_arguments(tmp_path):
     from omegaconf import OmegaConf
 
+    names = OmegaConf.create({"a": "snow", "c": ["${a}", "fog"]}).c  # resolved, as Hydra's
     dm = CorruptedStreamDataModule(
-        "cifar100", str(tmp_path), corruptions=OmegaConf.create(["snow", "fog"]), severity=3,
+        "cifar100", str(tmp_path), corruptions=names, severity=3,
         input_shape=OmegaConf.create([3, 32, 32]), batch_size=7, num_workers=2, n_per_domain=5,
         generate_seed=4, source_train_size=9,
     )  # fmt: skip
@@ -907,7 +912,11 @@ def test_stream_keeps_its_arguments(tmp_path):
         5,
         200,
     )
-    assert default.corrupted_root == tmp_path / "DIGITS32-C-seed0"
+    assert default.corrupted_root == tmp_path / "DIGITS32-C-seed0" and default.num_workers == 0
+    ones = CorruptedStreamDataModule(
+        "cifar10", str(tmp_path), batch_size=1, source_batch_size=1, n_per_domain=1
+    )  # the smallest sizes are accepted
+    assert (ones.batch_size, ones.source_batch_size, ones.n_per_domain) == (1, 1, 1)
 
 
 def test_the_clean_module_is_built_from_the_stream_arguments(tmp_path):
@@ -1009,7 +1018,7 @@ def test_source_loader_gives_clean_train_pixels_in_unit_range(tmp_path):
 # --- digits (xent.data.digits) -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("upsample,channels", [(1, 1), (4, 3)])
+@pytest.mark.parametrize("upsample,channels", [(1, 1), (2, 3), (4, 3)])
 def test_digits_pixels_are_the_scaled_and_resized_sklearn_images(upsample, channels):
     from sklearn.datasets import load_digits
 
