@@ -680,3 +680,216 @@ def test_moving_the_method_moves_the_optimizer_state_too() -> None:
     out = method(batch().double())
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
     method.reset()
+
+
+# -- RMT, step by step against a reference ------------------------------------------------------
+
+
+def test_rmt_defaults_are_the_papers_cifar_setting() -> None:
+    """docs/methods/tta.md §1.5: λ_st = λ_cont = λ_src = 1, m 0.999, τ 0.1, a 128-d projector,
+    50k warm-up samples, SCE α 0.5, prototypes over 100k source samples."""
+    method = RMT(model())
+    settings = (method.lambda_st, method.lambda_cont, method.lambda_src, method.momentum)
+    assert settings == (1.0, 1.0, 1.0, 0.999)
+    assert (method.temperature, method.projection_dim, method.sce_alpha) == (0.1, 128, 0.5)
+    assert (method.warmup_samples, method.prototype_samples) == (50000, 100000)
+    assert (method.steps, method.seed, method.warmup_steps) == (1, None, 0)
+    assert method.prototypes.shape == (CLASSES, method.model.feature_dim)
+    assert not method.prototypes.any()
+    assert RMT(model(), seed=7).seed == 7
+
+
+def test_rmt_projector_is_linear_relu_linear_or_the_identity() -> None:
+    method = RMT(model(), projection_dim=1)
+    first, relu, second = method.projector
+    assert isinstance(relu, nn.ReLU)
+    assert (first.in_features, first.out_features) == (method.model.feature_dim, 1)
+    assert (second.in_features, second.out_features) == (1, 1)
+    assert [len(g["params"]) for g in method.optimizer.param_groups] == [
+        len(list(method.model.parameters())),
+        4,
+    ]
+    identity = rmt(projection_dim=0)
+    assert isinstance(identity.projector, nn.Identity)
+    assert len(identity.optimizer.param_groups) == 1  # the model's parameters only
+    setup(identity)
+    out = identity(batch())
+    assert torch.isfinite(out).all() and identity.last_losses["cont"] > 0
+
+
+def test_rmt_buffers_and_projector_follow_the_models_device_and_dtype() -> None:
+    """On the meta device (a stand-in for a GPU: the source batches come from the CPU) and in
+    float64: the prototypes, the projector and every source batch follow the model."""
+    meta = RMT(model().to("meta"), warmup_samples=0, prototype_samples=16)
+    assert meta.prototypes.device.type == "meta"
+    assert {p.device.type for p in meta.projector.parameters()} == {"meta"}
+    meta.setup_source(CountingSource())  # source batches (CPU) are moved to the model
+    assert meta.prototypes.device.type == "meta"
+
+    source = CountingSource()
+    reference = copy.deepcopy(source)
+    double = RMT(model().double(), warmup_samples=0, prototype_samples=8)
+    assert double.prototypes.dtype == torch.float64
+    assert {p.dtype for p in double.projector.parameters()} == {torch.float64}
+    f0 = copy.deepcopy(double.model)
+    double.setup_source(source)  # float32 source batches, cast to the model's float64
+    x, y = next(reference)
+    x2, y2 = next(reference)
+    # batch statistics: each batch's features on their own
+    feats = torch.cat([f0.forward_features(x.double()), f0.forward_features(x2.double())])
+    labels = torch.cat([y, y2])
+    k = int(labels[0])
+    torch.testing.assert_close(double.prototypes[k], feats[labels == k].mean(0).detach())
+
+
+def test_rmt_unknown_hyperparameter_and_bad_lambdas_are_config_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        RMT(model(), lr=0.1)
+    assert str(info.value) == (
+        "tta.lr=0.1 is not a parameter of RMT; valid: lambda_cont, lambda_src, lambda_st, "
+        "momentum, optimizer, projection_dim, prototype_samples, sce_alpha, seed, steps, "
+        "temperature, warmup_samples"
+    )
+    for name in ("lambda_st", "lambda_cont"):
+        with pytest.raises(ConfigError) as info:
+            RMT(model(), **{name: -0.5})
+        assert str(info.value) == f"tta.{name}=-0.5 must be >= 0"
+        assert getattr(RMT(model(), **{name: 0.5}), name) == 0.5  # any weight >= 0
+    with pytest.raises(RuntimeError) as info:
+        rmt()(batch())
+    assert str(info.value) == "RMT.setup_source must run before the test stream"
+
+
+def rmt_reference_step(method: RMT, x: Tensor, source: CountingSource, g: torch.Generator, lr):
+    """One RMT step (docs/methods/tta.md §1.2) on copies of the method's networks, plain SGD."""
+    student, teacher = copy.deepcopy(method.model), copy.deepcopy(method.teacher)
+    projector = copy.deepcopy(method.projector)
+    alpha = method.sce_alpha
+    z = student.forward_features(x)
+    z_aug = student.forward_features(tta_augment(x, g))
+    s, s_aug = student.head(z), student.head(z_aug)
+    with torch.no_grad():
+        t = teacher(x)
+    st = 0.5 * (symmetric_cross_entropy(s, t, alpha) + symmetric_cross_entropy(s_aug, t, alpha))
+    st = st.mean()
+    protos = method.prototypes
+    cos = (z / z.norm(dim=1, keepdim=True)) @ (protos / protos.norm(dim=1, keepdim=True)).T
+    nearest = cos.detach().argmax(1)
+    views = torch.stack([protos[nearest], z, z_aug], dim=1)
+    cont = supcon_loss(projector(views.reshape(-1, views.shape[-1])).reshape(len(x), 3, -1),
+                       method.temperature)  # fmt: skip
+    x_src, y_src = next(source)
+    src = F.cross_entropy(student(x_src), y_src)
+    total = method.lambda_st * st + method.lambda_cont * cont + method.lambda_src * src
+    total.backward()
+    with torch.no_grad():
+        for p in [*student.parameters(), *projector.parameters()]:
+            p -= lr * p.grad
+    ema_update(teacher, student, method.momentum)
+    losses = {"st": st.item(), "cont": cont.item(), "src": src.item(), "loss": total.item()}
+    return (s + t).detach(), losses, student, teacher, projector
+
+
+def test_rmt_steps_match_a_reference_implementation() -> None:
+    """Two test batches with non-default weights, α, τ and seed: the prediction, each loss term,
+    the SGD update of the student and projector (the gradient of λ_st·L_st + λ_cont·L_cont +
+    λ_src·L_src) and the EMA teacher. The prototypes get very different norms, so the nearest
+    one in cosine is not the nearest in dot product."""
+    lr = 0.1
+    method = rmt(
+        optimizer=functools.partial(torch.optim.SGD, lr=lr), warmup_samples=0,
+        lambda_st=0.7, lambda_cont=0.3, lambda_src=0.5, sce_alpha=0.3, temperature=0.2,
+        projection_dim=16, seed=4, momentum=0.9,
+    )  # fmt: skip
+    source = CountingSource()
+    setup(method, source)
+    with torch.no_grad():
+        method.prototypes.mul_(torch.logspace(-3, 3, CLASSES)[:, None])
+    g = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        x = batch()
+        expected, losses, student, teacher, projector = rmt_reference_step(
+            method, x, copy.deepcopy(source), g, lr
+        )
+        out = method(x)
+        torch.testing.assert_close(out, expected)
+        assert method.last_losses == pytest.approx(losses, rel=1e-5)
+        for ours, theirs in [(method.model, student), (method.teacher, teacher)]:
+            for (k, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+                torch.testing.assert_close(p, q, msg=k)
+        for p, q in zip(method.projector.parameters(), projector.parameters(), strict=True):
+            torch.testing.assert_close(p, q)
+
+
+def test_rmt_without_the_contrastive_term_reports_it_as_zero() -> None:
+    method = setup(rmt(lambda_cont=0.0, lambda_src=0.5))
+    method(batch())
+    ll = method.last_losses
+    assert ll["cont"] == 0.0
+    assert ll["loss"] == pytest.approx(ll["st"] + 0.5 * ll["src"], rel=1e-6)
+
+
+def test_rmt_contrastive_loss_works_in_the_features_dtype() -> None:
+    """Under autocast the features are bfloat16 while the prototypes stay float32."""
+    method = setup(rmt(projection_dim=0, warmup_samples=0))
+    z = torch.randn(B, method.model.feature_dim, dtype=torch.bfloat16)
+    z_aug = torch.randn(B, method.model.feature_dim, dtype=torch.bfloat16)
+    protos = method.prototypes
+    cos = F.normalize(z.float(), dim=1) @ F.normalize(protos, dim=1).T
+    views = torch.stack([protos[cos.argmax(1)].bfloat16(), z, z_aug], dim=1)
+    loss = method.contrastive_loss(z, z_aug)
+    assert loss.dtype == torch.bfloat16
+    assert torch.equal(loss, supcon_loss(views, method.temperature))
+
+
+def test_rmt_warmup_matches_a_reference_and_restores_the_exact_lr() -> None:
+    """3 warm-up steps of SCE(S(x_src), T(x_src)) with α 0.3 at lr 0.1·(k+1)/3, EMA after
+    each; 0.1·3/3 is not 0.1 in floating point, so the lr is restored, not recomputed."""
+    lr, alpha = 0.1, 0.3
+    source = CountingSource()
+    sgd = functools.partial(torch.optim.SGD, lr=lr)
+    method = RMT(model(), optimizer=sgd, warmup_samples=3 * B, prototype_samples=16,
+                 sce_alpha=alpha, momentum=0.9)  # fmt: skip
+    student, teacher = copy.deepcopy(method.model), copy.deepcopy(method.teacher)
+    reference = copy.deepcopy(source)
+    method.setup_source(source)
+    for _ in range(3):  # the prototypes' batches
+        next(reference)
+    for k in range(3):
+        x, _ = next(reference)
+        with torch.no_grad():
+            t = teacher(x)
+        symmetric_cross_entropy(student(x), t, alpha).mean().backward()
+        with torch.no_grad():
+            for p in student.parameters():
+                p -= lr * (k + 1) / 3 * p.grad
+                p.grad = None
+        ema_update(teacher, student, 0.9)
+    assert method.warmup_steps == 3
+    for ours, theirs in [(method.model, student), (method.teacher, teacher)]:
+        for (k, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(p, q, msg=k)
+    assert lr * 3 / 3 != lr
+    assert [group["lr"] for group in method.optimizer.param_groups] == [lr, lr]
+
+
+def test_rmt_restored_setup_continues_like_the_original() -> None:
+    """`restore_setup` (the task's cache) skips prototypes and warm-up but keeps the source
+    for replay: the restored method predicts and adapts exactly as the one it was cached from."""
+    original = setup(rmt(seed=2))
+    state = original.setup_state()
+    restored = rmt(seed=2)
+    with pytest.raises(ConfigError) as info:
+        restored.restore_setup(state, None)
+    assert str(info.value) == (
+        "tta.method=rmt needs source batches (prototypes, warm-up, replay); none given"
+    )
+    source = CountingSource()
+    restored.restore_setup(state, source)
+    assert source.drawn == 0  # nothing recomputed
+    assert torch.equal(restored.prototypes, original.prototypes)
+    original._source = copy.deepcopy(source)  # both replay the same source batches
+    x = batch()
+    torch.testing.assert_close(restored(x), original(x), rtol=0, atol=0)
+    assert source.drawn == 1
+    assert restored.last_losses == original.last_losses
