@@ -893,3 +893,147 @@ def test_rmt_restored_setup_continues_like_the_original() -> None:
     torch.testing.assert_close(restored(x), original(x), rtol=0, atol=0)
     assert source.drawn == 1
     assert restored.last_losses == original.last_losses
+
+
+def test_supcon_runs_where_its_features_are() -> None:
+    """The masks are made on the features' device (meta: a stand-in for a GPU)."""
+    loss = supcon_loss(torch.randn(4, 3, 5, device="meta"))
+    assert loss.device.type == "meta" and loss.shape == ()
+
+
+def test_bn_affine_params_are_every_bn_scale_then_shift() -> None:
+    net = model()
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    expected = [id(p) for m in bns for p in (m.weight, m.bias)]
+    assert [id(p) for p in bn_affine_params(net)] == expected
+    no_affine = nn.Sequential(nn.BatchNorm2d(3, affine=False), nn.BatchNorm1d(4))
+    assert [id(p) for p in bn_affine_params(no_affine)] == [
+        id(no_affine[1].weight),
+        id(no_affine[1].bias),
+    ]
+
+
+def test_norm_changes_no_parameter() -> None:
+    method = Norm(model())
+    assert not any(p.requires_grad for p in method.parameters())
+    assert method.optimizer is None and not method.adapts
+
+
+# -- augmentation, piece by piece ----------------------------------------------------------------
+
+NEUTRAL = AugmentParams(
+    order=(0, 1, 2, 3, 4), brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0,
+    gamma=1.0, angle=0.0, translate=(0, 0), scale=1.0, sigma=1e-3, flip=False,
+)  # fmt: skip
+
+
+def with_params(**changes) -> AugmentParams:
+    return AugmentParams(**{**NEUTRAL.__dict__, **changes})
+
+
+@pytest.mark.parametrize(("height", "width"), [(31, 33), (32, 17)])
+def test_augment_translation_bound_is_a_sixteenth_of_the_edge_padded_size(height, width) -> None:
+    """Padding is n//2 on each side: an odd n pads to 2n − 1, not 2n."""
+    max_dx, max_dy = (width + 2 * (width // 2)) / 16, (height + 2 * (height // 2)) / 16
+    for seed in range(100):
+        g = torch.Generator().manual_seed(seed)
+        torch.randperm(5, generator=g)
+        u = torch.rand(11, generator=g, dtype=torch.float64).tolist()
+        params = sample_params(height, width, torch.Generator().manual_seed(seed))
+        assert params.translate == (
+            round(-max_dx + 2 * max_dx * u[6]),
+            round(-max_dy + 2 * max_dy * u[7]),
+        ), seed
+
+
+def test_augment_parameters_take_a_permutation_and_11_uniforms_from_the_generator() -> None:
+    g, reference = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    sample_params(32, 32, g)
+    torch.randperm(5, generator=reference)
+    torch.rand(11, generator=reference, dtype=torch.float64)
+    assert torch.equal(g.get_state(), reference.get_state())
+
+
+def test_augment_parameters_are_drawn_on_the_generators_device() -> None:
+    """Whatever the default device (here meta, where nothing can be read back)."""
+    expected = sample_params(32, 32, torch.Generator().manual_seed(1))
+    with torch.device("meta"):
+        assert sample_params(32, 32, torch.Generator().manual_seed(1)) == expected
+        assert isinstance(sample_params(32, 32), AugmentParams)  # global RNG: on the CPU
+
+
+def test_augment_without_noise_draws_no_noise() -> None:
+    x = batch(2, 16)
+    g, reference = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    out = tta_augment(x, g, noise_std=0.0)
+    torch.testing.assert_close(out, apply_params(x, sample_params(16, 16, reference), 0.0))
+    assert torch.equal(g.get_state(), reference.get_state())
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_augment_noise_is_added_gaussian_noise_then_clipped(seeded: bool) -> None:
+    x = 0.2 + 0.6 * batch(2, 16)
+    params = with_params(angle=7.0, gamma=1.2)
+    torch.manual_seed(11)
+    g = torch.Generator().manual_seed(9) if seeded else None
+    out = apply_params(x, params, 0.05, g)
+    torch.manual_seed(11)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(9) if seeded else None)
+    expected = (apply_params(x, params, 0.0) + 0.05 * noise).clamp(0.0, 1.0)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_augment_keeps_the_dtype_and_device_of_the_images(seeded: bool) -> None:
+    """bfloat16 (autocast) stays bfloat16; on the meta device (a stand-in for a GPU fed by a
+    CPU generator) the noise is moved to the images."""
+    g = torch.Generator().manual_seed(0) if seeded else None
+    x = batch(2, 8)
+    assert tta_augment(x.bfloat16(), g).dtype == torch.bfloat16
+    assert tta_augment(x.double(), g).dtype == torch.float64
+    assert tta_augment(x.to("meta"), g).device.type == "meta"
+
+
+def test_augment_clips_its_input_to_0_1_first() -> None:
+    """Hue and gamma first (they do not clip): out-of-range pixels would change them."""
+    x = batch(2, 16) * 2.0 - 0.5
+    params = with_params(order=(3, 4, 0, 1, 2), hue=0.05, gamma=1.3)
+    out = apply_params(x, params, 0.0)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, apply_params(x.clamp(0.0, 1.0), params, 0.0))
+
+
+def test_augment_pads_by_the_edge_and_fills_beyond_the_padding_with_zero() -> None:
+    x = 0.1 + 0.8 * batch(2, 32)
+    shifted = apply_params(x, with_params(translate=(2, 0)), 0.0)
+    edge = x[..., :1].expand(-1, -1, -1, 2)  # the two columns shifted in: the edge column
+    torch.testing.assert_close(shifted[..., :2], edge, atol=1e-5, rtol=0)
+    # padded to 64 columns; a 40 px shift brings in 24 columns from beyond the padding
+    far = apply_params(x, with_params(translate=(40, 0)), 0.0)
+    assert torch.equal(far[..., :24], torch.zeros_like(far[..., :24]))
+    edge = x[..., :1].expand(-1, -1, -1, 8)  # then the 8 first padding columns
+    torch.testing.assert_close(far[..., 24:], edge, atol=1e-5, rtol=0)
+
+
+def test_augment_affine_is_bilinear() -> None:
+    """Scaling by 1.1 interpolates: most output pixels are values no input pixel has (nearest
+    neighbour would only copy input values)."""
+    x = batch(1, 32)
+    out = apply_params(x, with_params(scale=1.1), 0.0)
+    copied = torch.isin(out, x).float().mean().item()
+    assert copied < 0.2
+
+
+def test_augment_takes_height_and_width_from_the_last_two_dimensions() -> None:
+    """A non-square batch, and a single (3, H, W) image: the draw is sample_params(H, W)."""
+    x = batch(2, 16)[..., :16, :].repeat(1, 1, 1, 3)[..., :40]  # (2, 3, 16, 40)
+    assert x.shape == (2, 3, 16, 40)
+    for seed in range(4):
+        g, reference = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        expected = apply_params(x, sample_params(16, 40, reference), 0.005, reference)
+        assert torch.equal(tta_augment(x, g), expected)
+        g, reference = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        single = tta_augment(x[0], g)
+        assert single.shape == (3, 16, 40)
+        assert torch.equal(single, apply_params(x[0], sample_params(16, 40, reference), 0.005,
+                                                reference))  # fmt: skip
