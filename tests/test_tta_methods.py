@@ -1037,3 +1037,117 @@ def test_augment_takes_height_and_width_from_the_last_two_dimensions() -> None:
         assert single.shape == (3, 16, 40)
         assert torch.equal(single, apply_params(x[0], sample_params(16, 40, reference), 0.005,
                                                 reference))  # fmt: skip
+
+
+# -- the base class and its helpers --------------------------------------------------------------
+
+
+def test_default_optimizer_is_adam_lr_1e_3_without_weight_decay() -> None:
+    """TENT's, CoTTA's and RMT's CIFAR setting (docs/methods/tta.md)."""
+    opt = Tent(model()).optimizer
+    assert isinstance(opt, torch.optim.Adam)
+    settings = (opt.defaults["lr"], opt.defaults["betas"], opt.defaults["weight_decay"])
+    assert settings == (1e-3, (0.9, 0.999), 0.0)
+
+
+def test_frozen_copies_take_no_gradient() -> None:
+    method = setup(rmt())
+    for frozen in (method.teacher, CoTTA(model()).anchor, CoTTA(model()).teacher):
+        assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "tta.temperature=True must be > 0"),
+        ("hot", "tta.temperature=hot must be > 0"),
+        (float("nan"), "tta.temperature=nan must be > 0"),
+    ],
+)
+def test_a_non_number_is_a_config_error(value, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        RMT(model(), temperature=value)
+    assert str(info.value) == message
+
+
+def test_interval_messages_show_open_and_closed_ends() -> None:
+    from xent.tta.base import check_float, reject_unknown
+
+    cases = [
+        ({"low_open": True}, "tta.p=0 must be in (0, 1]"),
+        ({"high_open": True}, "tta.p=0 must be in [0.5, 1)"),
+        ({"low_open": True, "high_open": True}, "tta.p=0 must be in (0.5, 1)"),
+    ]
+    for kwargs, message in cases:
+        low = 0.0 if message.endswith("(0, 1]") else 0.5
+        with pytest.raises(ConfigError) as info:
+            check_float("p", 0, low, 1.0, **kwargs)
+        assert str(info.value) == message
+    assert check_float("p", 1, 0.0, 1.0, low_open=True) == 1.0
+    with pytest.raises(ConfigError) as info:
+        reject_unknown("Nothing", {"lr": 0.1}, [])
+    assert str(info.value) == "tta.lr=0.1 is not a parameter of Nothing; valid: none"
+
+
+def test_a_non_callable_optimizer_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        Tent(model(), optimizer="adam")
+    assert str(info.value) == (
+        "tta.optimizer='adam' must be a callable building an optimizer from params "
+        "(Hydra _partial_: true)"
+    )
+
+
+def test_inference_mode_error_names_the_method_and_the_fix() -> None:
+    with torch.inference_mode(), pytest.raises(RuntimeError) as info:
+        CoTTA(model())(batch())
+    assert str(info.value) == (
+        "CoTTA adapts at test time: call it with inference_mode off (Trainer(inference_mode=False))"
+    )
+
+
+def test_train_and_eval_set_the_flag_only() -> None:
+    method = Tent(model())
+    assert method.train(False) is method and method.training is False
+    assert method.train() is method and method.training is True
+    assert not method.model.training  # the network stays in eval mode
+    method.eval()
+    assert method.training is False
+
+
+def test_methods_without_a_seed_use_the_global_rng() -> None:
+    assert Tent(model()).seed is None and Tent(model()).rng(torch.device("cpu")) is None
+    g = CoTTA(model(), seed=3).rng(torch.device("cpu"))
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
+
+
+def test_a_method_without_optimizer_moves_and_round_trips_its_setup() -> None:
+    method = Norm(model())
+    method.double()
+    assert method(batch().double()).dtype == torch.float64
+    state = method.setup_state()
+    assert state["optimizer"] is None
+    other = Norm(model()).double()
+    other.restore_setup(state, None)
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, method.state_dict()[k]), k
+
+
+def test_reset_twice_restores_the_optimizer_state_both_times() -> None:
+    """The optimizer loads a copy of its snapshot: steps after one reset cannot change what the
+    next reset restores."""
+    method = setup(rmt())
+    _, opt = state(method)
+    for _ in range(2):
+        method(batch())
+        method(batch())
+        method.reset()
+        assert_same_optimizer_state(copy.deepcopy(method.optimizer.state_dict()), opt)
+
+
+def test_rmt_reset_before_setup_restores_the_constructed_state() -> None:
+    method = rmt()
+    with torch.no_grad():
+        method.prototypes.fill_(1.0)
+    method.reset()
+    assert not method.prototypes.any()
