@@ -156,6 +156,7 @@ def test_the_figure_ignores_the_users_matplotlib_style():
 
     style = {
         "figure.dpi": 72,
+        "font.size": 14,
         "axes.labelsize": 20,
         "axes.titlesize": 20,
         "legend.fontsize": 20,
