@@ -888,6 +888,10 @@ def test_rmt_restored_setup_continues_like_the_original() -> None:
     restored.restore_setup(state, source)
     assert source.drawn == 0  # nothing recomputed
     assert torch.equal(restored.prototypes, original.prototypes)
+    assert restored.optimizer.state  # the warm-up's Adam moments come back too
+    assert_same_optimizer_state(
+        copy.deepcopy(restored.optimizer.state_dict()), original.optimizer.state_dict()
+    )
     original._source = copy.deepcopy(source)  # both replay the same source batches
     x = batch()
     torch.testing.assert_close(restored(x), original(x), rtol=0, atol=0)
