@@ -68,7 +68,7 @@ print(json.dumps([codes[i] for i in range(len(jobs))]))
 
 # What `python -m xent.runner.cli` runs. Not runpy: the server has xent.runner.cli imported
 # already, and runpy would warn on stderr about re-running it.
-CLI_ENTRY = "import xent.runner.cli\nxent.cli.main()\n"
+CLI_ENTRY = "import xent.runner.cli\nxent.runner.cli.main()\n"
 
 
 @dataclass

@@ -23,9 +23,9 @@ from tests.conftest import REPO
 
 README = REPO / "README.md"
 ENTRY_POINTS = {
-    "xent-run": "import xent.runner.cli\nxent.cli.main()\n",
-    "xent-report": "import xent.runner.report\nxent.report.main()\n",
-    "xent-corrupt": "import xent.runner.corrupt_cli\nxent.corrupt_cli.main()\n",
+    "xent-run": "import xent.runner.cli\nxent.runner.cli.main()\n",
+    "xent-report": "import xent.runner.report\nxent.runner.report.main()\n",
+    "xent-corrupt": "import xent.runner.corrupt_cli\nxent.runner.corrupt_cli.main()\n",
 }
 # Lines with a placeholder a reader fills in; each is covered by the test named beside it.
 TEMPLATES = {
