@@ -680,3 +680,478 @@ def test_moving_the_method_moves_the_optimizer_state_too() -> None:
     out = method(batch().double())
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
     method.reset()
+
+
+# -- RMT, step by step against a reference ------------------------------------------------------
+
+
+def test_rmt_defaults_are_the_papers_cifar_setting() -> None:
+    """docs/methods/tta.md §1.5: λ_st = λ_cont = λ_src = 1, m 0.999, τ 0.1, a 128-d projector,
+    50k warm-up samples, SCE α 0.5, prototypes over 100k source samples."""
+    method = RMT(model())
+    settings = (method.lambda_st, method.lambda_cont, method.lambda_src, method.momentum)
+    assert settings == (1.0, 1.0, 1.0, 0.999)
+    assert (method.temperature, method.projection_dim, method.sce_alpha) == (0.1, 128, 0.5)
+    assert (method.warmup_samples, method.prototype_samples) == (50000, 100000)
+    assert (method.steps, method.seed, method.warmup_steps) == (1, None, 0)
+    assert method.prototypes.shape == (CLASSES, method.model.feature_dim)
+    assert not method.prototypes.any()
+    assert RMT(model(), seed=7).seed == 7
+
+
+def test_rmt_projector_is_linear_relu_linear_or_the_identity() -> None:
+    method = RMT(model(), projection_dim=1)
+    first, relu, second = method.projector
+    assert isinstance(relu, nn.ReLU)
+    assert (first.in_features, first.out_features) == (method.model.feature_dim, 1)
+    assert (second.in_features, second.out_features) == (1, 1)
+    assert [len(g["params"]) for g in method.optimizer.param_groups] == [
+        len(list(method.model.parameters())),
+        4,
+    ]
+    identity = rmt(projection_dim=0)
+    assert isinstance(identity.projector, nn.Identity)
+    assert len(identity.optimizer.param_groups) == 1  # the model's parameters only
+    setup(identity)
+    out = identity(batch())
+    assert torch.isfinite(out).all() and identity.last_losses["cont"] > 0
+
+
+def test_rmt_buffers_and_projector_follow_the_models_device_and_dtype() -> None:
+    """On the meta device (a stand-in for a GPU: the source batches come from the CPU) and in
+    float64: the prototypes, the projector and every source batch follow the model."""
+    meta = RMT(model().to("meta"), warmup_samples=0, prototype_samples=16)
+    assert meta.prototypes.device.type == "meta"
+    assert {p.device.type for p in meta.projector.parameters()} == {"meta"}
+    meta.setup_source(CountingSource())  # source batches (CPU) are moved to the model
+    assert meta.prototypes.device.type == "meta"
+
+    source = CountingSource()
+    reference = copy.deepcopy(source)
+    double = RMT(model().double(), warmup_samples=0, prototype_samples=8)
+    assert double.prototypes.dtype == torch.float64
+    assert {p.dtype for p in double.projector.parameters()} == {torch.float64}
+    f0 = copy.deepcopy(double.model)
+    double.setup_source(source)  # float32 source batches, cast to the model's float64
+    x, y = next(reference)
+    x2, y2 = next(reference)
+    # batch statistics: each batch's features on their own
+    feats = torch.cat([f0.forward_features(x.double()), f0.forward_features(x2.double())])
+    labels = torch.cat([y, y2])
+    k = int(labels[0])
+    torch.testing.assert_close(double.prototypes[k], feats[labels == k].mean(0).detach())
+
+
+def test_rmt_unknown_hyperparameter_and_bad_lambdas_are_config_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        RMT(model(), lr=0.1)
+    assert str(info.value) == (
+        "tta.lr=0.1 is not a parameter of RMT; valid: lambda_cont, lambda_src, lambda_st, "
+        "momentum, optimizer, projection_dim, prototype_samples, sce_alpha, seed, steps, "
+        "temperature, warmup_samples"
+    )
+    for name in ("lambda_st", "lambda_cont"):
+        with pytest.raises(ConfigError) as info:
+            RMT(model(), **{name: -0.5})
+        assert str(info.value) == f"tta.{name}=-0.5 must be >= 0"
+        assert getattr(RMT(model(), **{name: 0.5}), name) == 0.5  # any weight >= 0
+    with pytest.raises(RuntimeError) as info:
+        rmt()(batch())
+    assert str(info.value) == "RMT.setup_source must run before the test stream"
+
+
+def rmt_reference_step(method: RMT, x: Tensor, source: CountingSource, g: torch.Generator, lr):
+    """One RMT step (docs/methods/tta.md §1.2) on copies of the method's networks, plain SGD."""
+    student, teacher = copy.deepcopy(method.model), copy.deepcopy(method.teacher)
+    projector = copy.deepcopy(method.projector)
+    alpha = method.sce_alpha
+    z = student.forward_features(x)
+    z_aug = student.forward_features(tta_augment(x, g))
+    s, s_aug = student.head(z), student.head(z_aug)
+    with torch.no_grad():
+        t = teacher(x)
+    st = 0.5 * (symmetric_cross_entropy(s, t, alpha) + symmetric_cross_entropy(s_aug, t, alpha))
+    st = st.mean()
+    protos = method.prototypes
+    cos = (z / z.norm(dim=1, keepdim=True)) @ (protos / protos.norm(dim=1, keepdim=True)).T
+    nearest = cos.detach().argmax(1)
+    views = torch.stack([protos[nearest], z, z_aug], dim=1)
+    cont = supcon_loss(projector(views.reshape(-1, views.shape[-1])).reshape(len(x), 3, -1),
+                       method.temperature)  # fmt: skip
+    x_src, y_src = next(source)
+    src = F.cross_entropy(student(x_src), y_src)
+    total = method.lambda_st * st + method.lambda_cont * cont + method.lambda_src * src
+    total.backward()
+    with torch.no_grad():
+        for p in [*student.parameters(), *projector.parameters()]:
+            p -= lr * p.grad
+    ema_update(teacher, student, method.momentum)
+    losses = {"st": st.item(), "cont": cont.item(), "src": src.item(), "loss": total.item()}
+    return (s + t).detach(), losses, student, teacher, projector
+
+
+def test_rmt_steps_match_a_reference_implementation() -> None:
+    """Two test batches with non-default weights, α, τ and seed: the prediction, each loss term,
+    the SGD update of the student and projector (the gradient of λ_st·L_st + λ_cont·L_cont +
+    λ_src·L_src) and the EMA teacher. The prototypes get very different norms, so the nearest
+    one in cosine is not the nearest in dot product."""
+    lr = 0.1
+    method = rmt(
+        optimizer=functools.partial(torch.optim.SGD, lr=lr), warmup_samples=0,
+        lambda_st=0.7, lambda_cont=0.3, lambda_src=0.5, sce_alpha=0.3, temperature=0.2,
+        projection_dim=16, seed=4, momentum=0.9,
+    )  # fmt: skip
+    source = CountingSource()
+    setup(method, source)
+    with torch.no_grad():
+        method.prototypes.mul_(torch.logspace(-3, 3, CLASSES)[:, None])
+    g = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        x = batch()
+        expected, losses, student, teacher, projector = rmt_reference_step(
+            method, x, copy.deepcopy(source), g, lr
+        )
+        out = method(x)
+        torch.testing.assert_close(out, expected)
+        assert method.last_losses == pytest.approx(losses, rel=1e-5)
+        for ours, theirs in [(method.model, student), (method.teacher, teacher)]:
+            for (k, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+                torch.testing.assert_close(p, q, msg=k)
+        for p, q in zip(method.projector.parameters(), projector.parameters(), strict=True):
+            torch.testing.assert_close(p, q)
+
+
+def test_rmt_without_the_contrastive_term_reports_it_as_zero() -> None:
+    method = setup(rmt(lambda_cont=0.0, lambda_src=0.5))
+    method(batch())
+    ll = method.last_losses
+    assert ll["cont"] == 0.0
+    assert ll["loss"] == pytest.approx(ll["st"] + 0.5 * ll["src"], rel=1e-6)
+
+
+def test_rmt_contrastive_loss_works_in_the_features_dtype() -> None:
+    """Under autocast the features are bfloat16 while the prototypes stay float32."""
+    method = setup(rmt(projection_dim=0, warmup_samples=0))
+    z = torch.randn(B, method.model.feature_dim, dtype=torch.bfloat16)
+    z_aug = torch.randn(B, method.model.feature_dim, dtype=torch.bfloat16)
+    protos = method.prototypes
+    cos = F.normalize(z.float(), dim=1) @ F.normalize(protos, dim=1).T
+    views = torch.stack([protos[cos.argmax(1)].bfloat16(), z, z_aug], dim=1)
+    loss = method.contrastive_loss(z, z_aug)
+    assert loss.dtype == torch.bfloat16
+    assert torch.equal(loss, supcon_loss(views, method.temperature))
+
+
+def test_rmt_warmup_matches_a_reference_and_restores_the_exact_lr() -> None:
+    """3 warm-up steps of SCE(S(x_src), T(x_src)) with α 0.3 at lr 0.1·(k+1)/3, EMA after
+    each; 0.1·3/3 is not 0.1 in floating point, so the lr is restored, not recomputed."""
+    lr, alpha = 0.1, 0.3
+    source = CountingSource()
+    sgd = functools.partial(torch.optim.SGD, lr=lr)
+    method = RMT(model(), optimizer=sgd, warmup_samples=3 * B, prototype_samples=16,
+                 sce_alpha=alpha, momentum=0.9)  # fmt: skip
+    student, teacher = copy.deepcopy(method.model), copy.deepcopy(method.teacher)
+    reference = copy.deepcopy(source)
+    method.setup_source(source)
+    for _ in range(3):  # the prototypes' batches
+        next(reference)
+    for k in range(3):
+        x, _ = next(reference)
+        with torch.no_grad():
+            t = teacher(x)
+        symmetric_cross_entropy(student(x), t, alpha).mean().backward()
+        with torch.no_grad():
+            for p in student.parameters():
+                p -= lr * (k + 1) / 3 * p.grad
+                p.grad = None
+        ema_update(teacher, student, 0.9)
+    assert method.warmup_steps == 3
+    for ours, theirs in [(method.model, student), (method.teacher, teacher)]:
+        for (k, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(p, q, msg=k)
+    assert lr * 3 / 3 != lr
+    assert [group["lr"] for group in method.optimizer.param_groups] == [lr, lr]
+
+
+def test_rmt_restored_setup_continues_like_the_original() -> None:
+    """`restore_setup` (the task's cache) skips prototypes and warm-up but keeps the source
+    for replay: the restored method predicts and adapts exactly as the one it was cached from."""
+    original = setup(rmt(seed=2))
+    state = original.setup_state()
+    restored = rmt(seed=2)
+    with pytest.raises(ConfigError) as info:
+        restored.restore_setup(state, None)
+    assert str(info.value) == (
+        "tta.method=rmt needs source batches (prototypes, warm-up, replay); none given"
+    )
+    source = CountingSource()
+    restored.restore_setup(state, source)
+    assert source.drawn == 0  # nothing recomputed
+    assert torch.equal(restored.prototypes, original.prototypes)
+    assert restored.optimizer.state  # the warm-up's Adam moments come back too
+    assert_same_optimizer_state(
+        copy.deepcopy(restored.optimizer.state_dict()), original.optimizer.state_dict()
+    )
+    original._source = copy.deepcopy(source)  # both replay the same source batches
+    x = batch()
+    torch.testing.assert_close(restored(x), original(x), rtol=0, atol=0)
+    assert source.drawn == 1
+    assert restored.last_losses == original.last_losses
+
+
+def test_supcon_runs_where_its_features_are() -> None:
+    """The masks are made on the features' device (meta: a stand-in for a GPU)."""
+    loss = supcon_loss(torch.randn(4, 3, 5, device="meta"))
+    assert loss.device.type == "meta" and loss.shape == ()
+
+
+def test_bn_affine_params_are_every_bn_scale_then_shift() -> None:
+    net = model()
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    expected = [id(p) for m in bns for p in (m.weight, m.bias)]
+    assert [id(p) for p in bn_affine_params(net)] == expected
+    no_affine = nn.Sequential(nn.BatchNorm2d(3, affine=False), nn.BatchNorm1d(4))
+    assert [id(p) for p in bn_affine_params(no_affine)] == [
+        id(no_affine[1].weight),
+        id(no_affine[1].bias),
+    ]
+
+
+def test_norm_changes_no_parameter() -> None:
+    method = Norm(model())
+    assert not any(p.requires_grad for p in method.parameters())
+    assert method.optimizer is None and not method.adapts
+
+
+# -- augmentation, piece by piece ----------------------------------------------------------------
+
+NEUTRAL = AugmentParams(
+    order=(0, 1, 2, 3, 4), brightness=1.0, contrast=1.0, saturation=1.0, hue=0.0,
+    gamma=1.0, angle=0.0, translate=(0, 0), scale=1.0, sigma=1e-3, flip=False,
+)  # fmt: skip
+
+
+def with_params(**changes) -> AugmentParams:
+    return AugmentParams(**{**NEUTRAL.__dict__, **changes})
+
+
+@pytest.mark.parametrize(("height", "width"), [(31, 33), (32, 17)])
+def test_augment_translation_bound_is_a_sixteenth_of_the_edge_padded_size(height, width) -> None:
+    """Padding is n//2 on each side: an odd n pads to 2n − 1, not 2n."""
+    max_dx, max_dy = (width + 2 * (width // 2)) / 16, (height + 2 * (height // 2)) / 16
+    for seed in range(100):
+        g = torch.Generator().manual_seed(seed)
+        torch.randperm(5, generator=g)
+        u = torch.rand(11, generator=g, dtype=torch.float64).tolist()
+        params = sample_params(height, width, torch.Generator().manual_seed(seed))
+        assert params.translate == (
+            round(-max_dx + 2 * max_dx * u[6]),
+            round(-max_dy + 2 * max_dy * u[7]),
+        ), seed
+
+
+def test_augment_parameters_take_a_permutation_and_11_uniforms_from_the_generator() -> None:
+    g, reference = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    sample_params(32, 32, g)
+    torch.randperm(5, generator=reference)
+    torch.rand(11, generator=reference, dtype=torch.float64)
+    assert torch.equal(g.get_state(), reference.get_state())
+
+
+def test_augment_parameters_are_drawn_on_the_generators_device() -> None:
+    """Whatever the default device (here meta, where nothing can be read back)."""
+    expected = sample_params(32, 32, torch.Generator().manual_seed(1))
+    with torch.device("meta"):
+        assert sample_params(32, 32, torch.Generator().manual_seed(1)) == expected
+        assert isinstance(sample_params(32, 32), AugmentParams)  # global RNG: on the CPU
+
+
+def test_augment_without_noise_draws_no_noise() -> None:
+    x = batch(2, 16)
+    g, reference = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    out = tta_augment(x, g, noise_std=0.0)
+    torch.testing.assert_close(out, apply_params(x, sample_params(16, 16, reference), 0.0))
+    assert torch.equal(g.get_state(), reference.get_state())
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_augment_noise_is_added_gaussian_noise_then_clipped(seeded: bool) -> None:
+    x = 0.2 + 0.6 * batch(2, 16)
+    params = with_params(angle=7.0, gamma=1.2)
+    torch.manual_seed(11)
+    g = torch.Generator().manual_seed(9) if seeded else None
+    out = apply_params(x, params, 0.05, g)
+    torch.manual_seed(11)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(9) if seeded else None)
+    expected = (apply_params(x, params, 0.0) + 0.05 * noise).clamp(0.0, 1.0)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("seeded", [True, False])
+def test_augment_keeps_the_dtype_and_device_of_the_images(seeded: bool) -> None:
+    """bfloat16 (autocast) stays bfloat16; on the meta device (a stand-in for a GPU fed by a
+    CPU generator) the noise is moved to the images."""
+    g = torch.Generator().manual_seed(0) if seeded else None
+    x = batch(2, 8)
+    assert tta_augment(x.bfloat16(), g).dtype == torch.bfloat16
+    assert tta_augment(x.double(), g).dtype == torch.float64
+    assert tta_augment(x.to("meta"), g).device.type == "meta"
+
+
+def test_augment_clips_its_input_to_0_1_first() -> None:
+    """Hue and gamma first (they do not clip): out-of-range pixels would change them."""
+    x = batch(2, 16) * 2.0 - 0.5
+    params = with_params(order=(3, 4, 0, 1, 2), hue=0.05, gamma=1.3)
+    out = apply_params(x, params, 0.0)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, apply_params(x.clamp(0.0, 1.0), params, 0.0))
+
+
+def test_augment_pads_by_the_edge_and_fills_beyond_the_padding_with_zero() -> None:
+    x = 0.1 + 0.8 * batch(2, 32)
+    shifted = apply_params(x, with_params(translate=(2, 0)), 0.0)
+    edge = x[..., :1].expand(-1, -1, -1, 2)  # the two columns shifted in: the edge column
+    torch.testing.assert_close(shifted[..., :2], edge, atol=1e-5, rtol=0)
+    # padded to 64 columns; a 40 px shift brings in 24 columns from beyond the padding
+    far = apply_params(x, with_params(translate=(40, 0)), 0.0)
+    assert torch.equal(far[..., :24], torch.zeros_like(far[..., :24]))
+    edge = x[..., :1].expand(-1, -1, -1, 8)  # then the 8 first padding columns
+    torch.testing.assert_close(far[..., 24:], edge, atol=1e-5, rtol=0)
+
+
+def test_augment_affine_is_bilinear() -> None:
+    """Scaling by 1.1 interpolates: most output pixels are values no input pixel has (nearest
+    neighbour would only copy input values)."""
+    x = batch(1, 32)
+    out = apply_params(x, with_params(scale=1.1), 0.0)
+    copied = torch.isin(out, x).float().mean().item()
+    assert copied < 0.2
+
+
+def test_augment_takes_height_and_width_from_the_last_two_dimensions() -> None:
+    """A non-square batch, and a single (3, H, W) image: the draw is sample_params(H, W)."""
+    x = batch(2, 16)[..., :16, :].repeat(1, 1, 1, 3)[..., :40]  # (2, 3, 16, 40)
+    assert x.shape == (2, 3, 16, 40)
+    for seed in range(4):
+        g, reference = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        expected = apply_params(x, sample_params(16, 40, reference), 0.005, reference)
+        assert torch.equal(tta_augment(x, g), expected)
+        g, reference = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        single = tta_augment(x[0], g)
+        assert single.shape == (3, 16, 40)
+        assert torch.equal(single, apply_params(x[0], sample_params(16, 40, reference), 0.005,
+                                                reference))  # fmt: skip
+
+
+# -- the base class and its helpers --------------------------------------------------------------
+
+
+def test_default_optimizer_is_adam_lr_1e_3_without_weight_decay() -> None:
+    """TENT's, CoTTA's and RMT's CIFAR setting (docs/methods/tta.md)."""
+    opt = Tent(model()).optimizer
+    assert isinstance(opt, torch.optim.Adam)
+    settings = (opt.defaults["lr"], opt.defaults["betas"], opt.defaults["weight_decay"])
+    assert settings == (1e-3, (0.9, 0.999), 0.0)
+
+
+def test_frozen_copies_take_no_gradient() -> None:
+    method = setup(rmt())
+    for frozen in (method.teacher, CoTTA(model()).anchor, CoTTA(model()).teacher):
+        assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "tta.temperature=True must be > 0"),
+        ("hot", "tta.temperature=hot must be > 0"),
+        (float("nan"), "tta.temperature=nan must be > 0"),
+    ],
+)
+def test_a_non_number_is_a_config_error(value, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        RMT(model(), temperature=value)
+    assert str(info.value) == message
+
+
+def test_interval_messages_show_open_and_closed_ends() -> None:
+    from xent.tta.base import check_float, reject_unknown
+
+    cases = [
+        ({"low_open": True}, "tta.p=0 must be in (0, 1]"),
+        ({"high_open": True}, "tta.p=0 must be in [0.5, 1)"),
+        ({"low_open": True, "high_open": True}, "tta.p=0 must be in (0.5, 1)"),
+    ]
+    for kwargs, message in cases:
+        low = 0.0 if message.endswith("(0, 1]") else 0.5
+        with pytest.raises(ConfigError) as info:
+            check_float("p", 0, low, 1.0, **kwargs)
+        assert str(info.value) == message
+    assert check_float("p", 1, 0.0, 1.0, low_open=True) == 1.0
+    with pytest.raises(ConfigError) as info:
+        reject_unknown("Nothing", {"lr": 0.1}, [])
+    assert str(info.value) == "tta.lr=0.1 is not a parameter of Nothing; valid: none"
+
+
+def test_a_non_callable_optimizer_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        Tent(model(), optimizer="adam")
+    assert str(info.value) == (
+        "tta.optimizer='adam' must be a callable building an optimizer from params "
+        "(Hydra _partial_: true)"
+    )
+
+
+def test_inference_mode_error_names_the_method_and_the_fix() -> None:
+    with torch.inference_mode(), pytest.raises(RuntimeError) as info:
+        CoTTA(model())(batch())
+    assert str(info.value) == (
+        "CoTTA adapts at test time: call it with inference_mode off (Trainer(inference_mode=False))"
+    )
+
+
+def test_train_and_eval_set_the_flag_only() -> None:
+    method = Tent(model())
+    assert method.train(False) is method and method.training is False
+    assert method.train() is method and method.training is True
+    assert not method.model.training  # the network stays in eval mode
+    method.eval()
+    assert method.training is False
+
+
+def test_methods_without_a_seed_use_the_global_rng() -> None:
+    assert Tent(model()).seed is None and Tent(model()).rng(torch.device("cpu")) is None
+    g = CoTTA(model(), seed=3).rng(torch.device("cpu"))
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
+
+
+def test_a_method_without_optimizer_moves_and_round_trips_its_setup() -> None:
+    method = Norm(model())
+    method.double()
+    assert method(batch().double()).dtype == torch.float64
+    state = method.setup_state()
+    assert state["optimizer"] is None
+    other = Norm(model()).double()
+    other.restore_setup(state, None)
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, method.state_dict()[k]), k
+
+
+def test_reset_twice_restores_the_optimizer_state_both_times() -> None:
+    """The optimizer loads a copy of its snapshot: steps after one reset cannot change what the
+    next reset restores."""
+    method = setup(rmt())
+    _, opt = state(method)
+    for _ in range(2):
+        method(batch())
+        method(batch())
+        method.reset()
+        assert_same_optimizer_state(copy.deepcopy(method.optimizer.state_dict()), opt)
+
+
+def test_rmt_reset_before_setup_restores_the_constructed_state() -> None:
+    method = rmt()
+    with torch.no_grad():
+        method.prototypes.fill_(1.0)
+    method.reset()
+    assert not method.prototypes.any()

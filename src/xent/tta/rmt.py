@@ -114,6 +114,7 @@ class RMT(TTAMethod):
         self._source: SourceBatches | None = None
         self._ready = False
         self.warmup_steps = 0
+        self.snapshot()  # the reset point until setup_source takes the post-warm-up one
 
     # -- source side -------------------------------------------------------------------------
     def setup_source(self, source: SourceBatches | None) -> None:
