@@ -110,8 +110,23 @@ def xent_run(*overrides: str, cwd: Path, env: dict | None = None, timeout: int =
     full_env = {**base_env(), **(env or {})}
     cmd = [sys.executable, "-m", "xent.runner.cli", *overrides]
     return subprocess.run(
-        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        cmd,
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=default_sigint,
     )
+
+
+def default_sigint() -> None:
+    """SIGINT as a terminal's Ctrl-C finds it: a suite started in the background (`cmd &` in a
+    script, nohup) runs with SIGINT ignored, which its children would inherit, and a child
+    Python keeps an ignored SIGINT ignored: the Ctrl-C tests would then never see one."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_bad_commands(root: Path, bad: dict[str, tuple[list[str], str]]) -> dict[str, tuple]:

@@ -82,6 +82,7 @@ def test_ctrl_c_stops_a_sweep_and_a_resume_rerun_skips_finished_jobs_and_continu
         "epochs": 1,
         "seed": 0,
         "status": "interrupted",
+        "summary_keys": metrics(finished)["summary_keys"],  # the task's columns, known at start
         "train_time_s": metrics(cut)["train_time_s"],
     }
     last = torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

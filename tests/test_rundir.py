@@ -284,6 +284,7 @@ def test_metrics_json_is_written_once_at_the_end_with_every_reported_key(tmp_pat
         "epochs",
         "seed",
         "status",
+        "summary_keys",
         "test/acc",
         "test/acc5",
         "test/ece",
@@ -293,3 +294,12 @@ def test_metrics_json_is_written_once_at_the_end_with_every_reported_key(tmp_pat
         "train_time_s",
     ]
     assert (written["status"], written["epochs"], written["seed"]) == ("ok", 1, 0)
+    assert written["summary_keys"] == [  # ClassifyTask.summary_keys, for xent-report's columns
+        "test/acc",
+        "best/test_acc",
+        "test/acc5",
+        "test/nll",
+        "test/ece",
+        "test/f1",
+        "test/bal_acc",
+    ]
