@@ -68,6 +68,7 @@ def test_fit_power_recovers_an_exponent():
     assert math.isclose(fit["a_ms"], 3e-3 / 256**1.7 * 1e3, rel_tol=1e-6)
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_loss_cost_quick(tmp_path):  # ~3 s: a subprocess that imports torch and Hydra
     data, stdout = run_quick("bench_loss_cost", tmp_path)
     results = data["results"]

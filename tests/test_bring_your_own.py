@@ -150,6 +150,7 @@ def loss_options() -> list[str]:
     return sorted([*bundled, "my_loss"])
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_bad_input_sees_the_users_folder(user_dir, monkeypatch):
     """(4) a misspelt user option lists the user's options too; (5) a `_target_` that does not
     import fails in one line naming the key; `=null` and the experiment's own keys are checked

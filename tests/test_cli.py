@@ -147,6 +147,7 @@ def test_help_and_cfg_job_are_hydras_and_never_import_torch(tmp_path):
     assert not list(tmp_path.rglob("metrics.json"))
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_fast_help_prints_exactly_hydras_help(tmp_path):
     """xent.runner.quick_help patches Hydra's private group listing: the text must not change."""
     hydras_own = (

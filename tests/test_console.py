@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import assert_one_line_error, run_bad_commands
 from xent.runner.console import print_results
 from xent.runner.report import Row, print_summary
@@ -30,6 +32,7 @@ def test_a_wide_summary_table_keeps_every_column(capsys, monkeypatch):
     assert all(m in out for m in metrics)
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_task_tta_on_clean_data_is_said_in_the_users_words(tmp_path):
     """Was `source=for_digits is not an option`: an internal config choice the user never
     typed."""

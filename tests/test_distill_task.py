@@ -87,6 +87,7 @@ def test_a_missing_teacher_is_trained_once_by_the_function_the_caller_passes(tmp
         assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_teacher_from_a_runner_checkpoint_and_a_plain_state_dict(tmp_path, teacher_run):
     """The loaded teacher scores on the test split exactly what its own run measured."""
     run_dir, result = teacher_run
@@ -113,6 +114,7 @@ def test_ce_under_distill_is_the_no_teacher_baseline(tmp_path):
     assert "teacher" not in metrics
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_teacher_stays_frozen_and_outside_the_checkpoint(tmp_path, teacher_run):
     run_dir, _ = teacher_run
     cfg = composed(tmp_path, "loss=dkd", f"teacher.ckpt={run_dir / 'checkpoints/last.ckpt'}")
@@ -196,6 +198,7 @@ def _bad_checkpoints(tmp_path: Path, run_dir: Path) -> list[tuple[list[str], str
     ]
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 @pytest.mark.slow
 def test_bad_teachers_fail_before_training_in_one_line(tmp_path, teacher_run):
     run_dir, _ = teacher_run

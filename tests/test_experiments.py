@@ -56,6 +56,7 @@ def sweep_jobs(name: str) -> list[list[str]]:
 JOBS = [(name, job) for name in EXPERIMENTS for job in sweep_jobs(name)]
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 @pytest.mark.parametrize("name,job", JOBS, ids=[f"{n}:{' '.join(j)}" for n, j in JOBS])
 def test_every_sweep_job_passes_the_preflight(tmp_path, skip_cifar_checksum, name, job):
     """Each job of each sweep builds: data, model, loss, optimizer, schedule, a dry forward.

@@ -483,6 +483,7 @@ def test_every_loss_trains_a_step(loss):
 # --- 8. Training ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_icfm_training_learns_8gaussians():
     """I-CFM, gaussian → 8gaussians, 1000 steps of batch 256, Adam 1e-3, σ = 0.1 (~1.5 s).
 

@@ -107,6 +107,7 @@ def test_misspelt_objective_fails_every_trial_before_training_in_one_line(tmp_pa
     assert not list(sweep.glob("*/checkpoints/*.ckpt"))  # nothing trained
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_unknown_search_lists_the_valid_ones(tmp_path):
     proc = xent_run("-m", "hparams_search=nope", f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     assert proc.returncode == 2

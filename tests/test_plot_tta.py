@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.test_report import fake_job
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plot_tta.py"
@@ -30,6 +32,7 @@ def tta_job(sweep: Path, num: int, method: str, seed: int, errors: list[float]) 
     (job / "tta_errors.json").write_text(json.dumps(record))
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_averages_seeds_per_method_and_draws_one_figure_per_setting(tmp_path):
     sweep = tmp_path / "sweep"
     tta_job(sweep, 0, "source", 1, [0.4, 0.6])

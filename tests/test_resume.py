@@ -187,6 +187,7 @@ def test_ctrl_c_of_a_run_records_it_and_the_command_it_names_finishes_it(
     assert {k: result[k] for k in SAME} == {k: metrics(sweep / "0")[k] for k in SAME}
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_resume_that_cannot_be_done_is_refused_before_anything_is_written(tmp_path):
     bad = {
         "nothing": (

@@ -137,6 +137,7 @@ def test_assigning_head_replaces_the_robustbench_layer():
 # --- forward ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 @pytest.mark.parametrize(("name", "classes"), [("wrn", 10), ("rnx", 100)])
 def test_forward_is_head_of_features(name: str, classes: int, x: torch.Tensor, request):
     model = request.getfixturevalue(name)
@@ -171,6 +172,7 @@ def test_wrn28_10_has_no_input_normalisation(wrn: Classifier):
 @pytest.mark.parametrize(
     ("name", "build"), [("wrn", lambda: wrn28_10(10)), ("rnx", lambda: resnext29(100))]
 )
+@pytest.mark.slow  # seconds: keeps the fast tier under its 2-minute budget
 def test_dataparallel_checkpoint_loads_strictly(name, build, x, request, tmp_path: Path):
     source = request.getfixturevalue(name)
     _randomise_bn_stats(source)
