@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint install clean bench lock
+.PHONY: run test test-fast lint install clean bench lock data
 
 # The environment is requirements.lock, exactly (pinned versions; `make lock` refreshes it), then
 # xent itself, editable, with no dependency resolution of its own.
@@ -27,6 +27,20 @@ test: $(STAMP)
 ## Everything but the end-to-end runs.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## Fashion-MNIST for data=fashion_mnist / fashion_mnist32, offline: Debian's dataset-fashion-mnist
+## (installed when missing, as root), decompressed into $$XENT_DATA or ./data/FashionMNIST/raw.
+FASHION_SYSTEM_DIR := /usr/share/datasets/fashion-mnist
+data: $(STAMP)
+	@if [ ! -d $(FASHION_SYSTEM_DIR) ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get install -y -q --no-install-recommends dataset-fashion-mnist \
+			|| { apt-get update -q && apt-get install -y -q --no-install-recommends dataset-fashion-mnist; }; \
+		else \
+			echo "make data: dataset-fashion-mnist needs root and apt-get; without it, data=fashion_mnist downloads through torchvision (internet)"; \
+		fi; \
+	fi
+	$(BIN)/python -m xent.data.fashion_mnist
 
 ## Every benchmark (scripts/bench_*.py): benchmarks/<name>.json and a line in benchmarks/README.md.
 bench: $(STAMP)
