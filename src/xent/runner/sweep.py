@@ -16,33 +16,43 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from xent.errors import ConfigError
 from xent.runner.report import (
     Row,
     format_stat,
     headline_metrics,
+    judge_claim,
     mean_std,
+    report_claim,
     reported_metrics,
     summarize,
     unreported_message,
 )
+from xent.runner.verdicts import VERDICT_COLUMNS, Judgement, parse_claim, verdict_cells
 
 log = logging.getLogger("xent")
 
 # Failed jobs the last multirun's summary counted: jobs on other launchers (submitit) fail in
 # other processes, so `xent-run` reads this to exit non-zero for them too.
 failed_jobs = 0
-# One-line errors the last multirun's summary found (a headline metric no job reported):
+# One-line errors the last multirun's summary found (a headline metric no job reported, a claim
+# whose metric no job reported or whose baseline picks no row):
 # `xent-run` prints them and exits 2 once the sweep is done.
 summary_errors: list[str] = []
 
 
 def log_summary_to_wandb(
-    rows: list[Row], metrics: Sequence[str], wandb_cfg: Any, sweep_dir: Path
+    rows: list[Row],
+    metrics: Sequence[str],
+    wandb_cfg: Any,
+    sweep_dir: Path,
+    judgement: Judgement | None = None,
 ) -> None:
     """The summary as a W&B table in a run of its own (job_type "summary") in the jobs' group,
-    so the comparison sits next to its runs; offline mode writes it under the sweep dir."""
+    so the comparison sits next to its runs, with the claim's verdicts as a second table
+    ("verdicts") where the sweep has a claim; offline mode writes it under the sweep dir."""
     import wandb
 
     columns = ["run", "seeds", "failed"] + [f"{m} {s}" for m in metrics for s in ("mean", "std")]
@@ -60,7 +70,11 @@ def log_summary_to_wandb(
         config={"sweep_dir": str(sweep_dir), "metrics": list(metrics)},
         reinit="finish_previous",
     )
-    run.log({"summary": wandb.Table(columns=columns, data=data)})
+    tables = {"summary": wandb.Table(columns=columns, data=data)}
+    if judgement is not None:
+        cells = [verdict_cells(verdict) for verdict in judgement.verdicts]
+        tables["verdicts"] = wandb.Table(columns=list(VERDICT_COLUMNS), data=cells)
+    run.log(tables)
     run.finish()
 
 
@@ -75,6 +89,7 @@ class SweepSummary(Callback):
             rows = summarize(sweep_dir, wanted, title)
             if wanted and (error := unreported_message(rows, wanted, "headline metric")):
                 summary_errors.append(error)
+            judgement = judge_sweep_claim(sweep_dir, rows, config.get("claim"))
         except Exception as err:  # noqa: BLE001 - a summary must never hide the jobs' results
             log.warning("no sweep summary: %s", err)
             return
@@ -83,11 +98,27 @@ class SweepSummary(Callback):
             wandb_cfg = (config.get("logger") or {}).get("wandb")
             if wandb_cfg is not None:
                 try:
-                    log_summary_to_wandb(rows, headline_metrics(rows, wanted), wandb_cfg, sweep_dir)
+                    metrics = headline_metrics(rows, wanted)
+                    log_summary_to_wandb(rows, metrics, wandb_cfg, sweep_dir, judgement)
                 except Exception as err:  # noqa: BLE001 - the files are written already
                     log.warning("summary not logged to W&B: %s", err)
         global failed_jobs
         failed_jobs = sum(row.failed for row in rows)
+
+
+def judge_sweep_claim(sweep_dir: Path, rows: list[Row], claim: Any) -> Judgement | None:
+    """The sweep's claim judged and its verdict files written; a bad claim is one of the
+    summary's errors (the summary itself stands), no claim or no rows is None."""
+    if claim is None or not rows:
+        return None
+    try:
+        raw = OmegaConf.to_container(claim, resolve=True) if OmegaConf.is_config(claim) else claim
+        judgement = judge_claim(rows, parse_claim(raw))  # type: ignore[arg-type]
+    except ConfigError as err:
+        summary_errors.append(str(err))
+        return None
+    report_claim(sweep_dir, judgement)
+    return judgement
 
 
 def job_line(
