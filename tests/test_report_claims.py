@@ -381,6 +381,27 @@ def test_the_preflight_checks_the_claims_structure(tmp_path):
     assert_one_line_error(proc, run_dir, "claim.mineffect is not a claim key; valid: source,")
 
 
+def test_a_sweep_with_a_malformed_claim_stops_before_any_job(tmp_path, capsys):
+    bad = sweep_config(tmp_path / "sweep", claim={**CLAIM, "min_effect": "big"})
+    with pytest.raises(SystemExit) as stop:
+        SweepSummary().on_multirun_start(bad)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "xent-run: error: claim.min_effect='big' must be a number >= 0\n"
+    )
+    SweepSummary().on_multirun_start(sweep_config(tmp_path, claim=CLAIM))  # a good one passes
+    SweepSummary().on_multirun_start(sweep_config(tmp_path))  # and no claim
+    directory = tmp_path / "sweep"
+    proc = xent_run(
+        "-m",
+        "seed=0,1",
+        "claim={metric: test/acc, higher_is_better: true, baseline: {loss: ce}, mineffect: 1}",
+        f"hydra.sweep.dir={directory}",
+        cwd=tmp_path,
+    )
+    assert_one_line_error(proc, directory, "claim.mineffect is not a claim key; valid: source,")
+
+
 def test_a_claim_for_rows_no_job_finished_is_judged_with_no_pairs(tmp_path, capsys):
     directory = tmp_path / "sweep"
     fake_job(directory, 0, ["loss=ce", "seed=0"], None)  # still running

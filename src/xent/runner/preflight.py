@@ -26,7 +26,7 @@ from xent.checks import (
     task_class,
 )
 from xent.errors import ConfigError
-from xent.runner.verdicts import parse_claim
+from xent.runner.verdicts import claim_from_config
 from xent.tasks.probes import DATA_KIND_WORDS, loss_kind
 
 EVAL_CKPT_CHOICES = ("last", "best")
@@ -57,10 +57,7 @@ def check_claim(cfg: DictConfig) -> None:
     a baseline mapping, a number >= 0 for min_effect, numbers in `published`) can be checked
     now, so a typo does not cost the whole sweep's verdict. Whether its metric and baseline
     exist in the results is checked at the end (xent.runner.report.judge_claim)."""
-    claim = cfg.get("claim")
-    parse_claim(
-        OmegaConf.to_container(claim, resolve=True) if OmegaConf.is_config(claim) else claim
-    )
+    claim_from_config(cfg.get("claim"))
 
 
 def check_override_types(defaults: DictConfig, overrides: list[str]) -> None:

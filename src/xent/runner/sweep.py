@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from xent.errors import ConfigError
+from xent.errors import EXIT_BAD_INPUT, ConfigError
 from xent.runner.report import (
     Row,
     format_stat,
@@ -30,7 +30,8 @@ from xent.runner.report import (
     summarize,
     unreported_message,
 )
-from xent.runner.verdicts import VERDICT_COLUMNS, Judgement, parse_claim, verdict_cells
+from xent.runner.sweep_archive import stop
+from xent.runner.verdicts import VERDICT_COLUMNS, Judgement, claim_from_config, verdict_cells
 
 log = logging.getLogger("xent")
 
@@ -79,7 +80,15 @@ def log_summary_to_wandb(
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: the sweep's summary files and table (see module docstring)."""
+    """At the end of a multirun: the sweep's summary files and table (see module docstring).
+    At its start: a malformed claim block ends the command before any job runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns an Exception raised by a callback into a warning: stop with SystemExit.
+        try:
+            claim_from_config(config.get("claim"))
+        except ConfigError as err:
+            stop(f"xent-run: error: {err}", EXIT_BAD_INPUT)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -112,8 +121,7 @@ def judge_sweep_claim(sweep_dir: Path, rows: list[Row], claim: Any) -> Judgement
     if claim is None or not rows:
         return None
     try:
-        raw = OmegaConf.to_container(claim, resolve=True) if OmegaConf.is_config(claim) else claim
-        judgement = judge_claim(rows, parse_claim(raw))  # type: ignore[arg-type]
+        judgement = judge_claim(rows, claim_from_config(claim))  # type: ignore[arg-type]
     except ConfigError as err:
         summary_errors.append(str(err))
         return None

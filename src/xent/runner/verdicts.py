@@ -178,6 +178,15 @@ def parse_claim(raw: Mapping[str, Any] | None) -> Claim | None:
     )
 
 
+def claim_from_config(value: Any) -> Claim | None:
+    """The `claim` key of a composed config (an OmegaConf node, plain data or None), parsed."""
+    from omegaconf import OmegaConf
+
+    return parse_claim(
+        OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    )
+
+
 def _selector(key: str, value: Any) -> dict[str, Any]:
     """Override values that pick a row: a non-empty mapping of key -> scalar."""
     scalars = isinstance(value, Mapping) and all(
