@@ -265,6 +265,10 @@ BAD_CLAIMS = {
         ["claim.candidates=[{loss: pdl}]"],
         "claim.candidates[0] (loss=pdl) matches no row; rows: loss=ce, loss=pld, loss=kd, loss=dkd",
     ),
+    "unreadable": (
+        ["claim.baseline={loss: ce"],
+        "claim.baseline={loss: ce: cannot read the value (while parsing a flow mapping)",
+    ),
     "not a claim key": (
         ["min_effect=0.01"],
         "min_effect=0.01: expected claim.KEY=VALUE (keys: source, says, metric, "

@@ -359,9 +359,23 @@ def claim_with_overrides(saved: Any, overrides: Sequence[str]) -> Claim | None:
             raise ConfigError(
                 f"{text}: expected claim.KEY=VALUE (keys: {', '.join(verdicts.CLAIM_KEYS)})"
             )
-        OmegaConf.update(config, key, OmegaConf.from_dotlist([f"v={value}"])["v"], merge=False)
+        OmegaConf.update(config, key, override_value(text, value), merge=False)
     raw = OmegaConf.to_container(config, resolve=True)["claim"]  # type: ignore[index]
     return verdicts.parse_claim(raw or None)
+
+
+def override_value(text: str, value: str) -> Any:
+    """An override's value as Hydra's command line reads it (`1e-3` a number, `{loss: ce}` a
+    mapping, `[...]` a list); one line naming the override when it cannot be read."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OmegaConf.from_dotlist([f"v={value}"])
+        return OmegaConf.to_container(parsed, resolve=True)["v"]  # type: ignore[index]
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{text}: cannot read the value ({reason})") from err
 
 
 def judge_claim(rows: list[Row], claim: Claim) -> Judgement:
@@ -395,7 +409,9 @@ def unpaired_notes(judgement: Judgement) -> list[str]:
 def report_claim(sweep_dir: Path, judgement: Judgement) -> None:
     """verdicts.json, the Claim section under summary.md's table, verdicts.png and the table
     on the terminal."""
-    (sweep_dir / VERDICTS_JSON).write_text(json.dumps(judgement.as_dict(), indent=2) + "\n")
+    (sweep_dir / VERDICTS_JSON).write_text(
+        json.dumps(judgement.as_dict(), indent=2, ensure_ascii=False) + "\n"
+    )
     summary_md = sweep_dir / "summary.md"
     summary_md.write_text(summary_md.read_text() + "\n" + claim_section(judgement))
     try:
