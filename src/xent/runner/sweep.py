@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,6 @@ from xent.runner.report import (
     summarize,
     unreported_message,
 )
-from xent.runner.sweep_archive import stop
 from xent.runner.verdicts import VERDICT_COLUMNS, Judgement, claim_from_config, verdict_cells
 
 log = logging.getLogger("xent")
@@ -84,11 +84,13 @@ class SweepSummary(Callback):
     At its start: a malformed claim block ends the command before any job runs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra turns an Exception raised by a callback into a warning: stop with SystemExit.
+        # Hydra turns an Exception raised by a callback into a warning and sweeps on; SystemExit
+        # passes through it and the CLI's error handling, which catch Exception only.
         try:
             claim_from_config(config.get("claim"))
         except ConfigError as err:
-            stop(f"xent-run: error: {err}", EXIT_BAD_INPUT)
+            print(f"xent-run: error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_BAD_INPUT) from err
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
