@@ -266,3 +266,16 @@ def test_a_claim_as_parsed():
         "says": "s",
         "published": {"setting": "r32x4 -> r8x4", "ce": 0.725, "pld": 1.0},
     }
+
+
+def test_from_six_pairs_wilcoxon_is_run_and_holm_corrected_too():
+    base = [0.80, 0.81, 0.82, 0.83, 0.84, 0.85]
+    rows = [
+        acc_row("ce", base),
+        acc_row("a", [b + 0.01 * (i + 1) for i, b in enumerate(base)]),  # all better
+        acc_row("b", [b + 0.005 * (i + 1) for i, b in enumerate(base)]),
+    ]
+    first, second = verdicts.judge(claim(), rows).verdicts
+    assert first.p_wilcoxon == second.p_wilcoxon == pytest.approx(2 / 64)  # all 6 signs positive
+    # Holm on two equal p-values: both times 2
+    assert first.p_wilcoxon_holm == second.p_wilcoxon_holm == pytest.approx(4 / 64)
