@@ -279,3 +279,15 @@ def test_from_six_pairs_wilcoxon_is_run_and_holm_corrected_too():
     assert first.p_wilcoxon == second.p_wilcoxon == pytest.approx(2 / 64)  # all 6 signs positive
     # Holm on two equal p-values: both times 2
     assert first.p_wilcoxon_holm == second.p_wilcoxon_holm == pytest.approx(4 / 64)
+
+
+def test_a_claim_needs_a_candidate_other_than_the_baseline():
+    rows = [acc_row("ce", [0.8]), acc_row("a", [0.9])]
+    with pytest.raises(ConfigError) as itself:
+        verdicts.judge(claim(candidates=[{"loss": "a"}, {"loss": "ce"}]), rows)
+    assert str(itself.value) == "claim.candidates[1] (loss=ce) is the baseline row (loss=ce)"
+    with pytest.raises(ConfigError) as alone:
+        verdicts.judge(claim(), rows[:1])
+    assert str(alone.value) == (
+        "claim.candidates: the sweep has no row besides the baseline (loss=ce)"
+    )

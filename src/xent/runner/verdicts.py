@@ -264,14 +264,25 @@ def pick_one(arms: Sequence[Arm], selector: Mapping[str, Any], key: str) -> Arm:
 
 
 def pick_rows(claim: Claim, arms: Sequence[Arm]) -> tuple[Arm, list[Arm]]:
-    """The baseline and the candidates: those listed, or every other row."""
+    """The baseline and the candidates: those listed, or every other row. A candidate that is
+    the baseline row, or no candidate at all, is an error: there would be nothing to compare."""
     baseline = pick_one(arms, claim.baseline, "claim.baseline")
     if claim.candidates is None:
-        return baseline, [arm for arm in arms if arm is not baseline]
-    candidates = [
-        pick_one(arms, selector, f"claim.candidates[{i}]")
-        for i, selector in enumerate(claim.candidates)
-    ]
+        candidates = [arm for arm in arms if arm is not baseline]
+        if not candidates:
+            raise ConfigError(
+                f"claim.candidates: the sweep has no row besides the baseline ({baseline.label})"
+            )
+        return baseline, candidates
+    candidates = []
+    for i, selector in enumerate(claim.candidates):
+        key = f"claim.candidates[{i}]"
+        candidate = pick_one(arms, selector, key)
+        if candidate is baseline:
+            raise ConfigError(
+                f"{key} ({selector_words(selector)}) is the baseline row ({baseline.label})"
+            )
+        candidates.append(candidate)
     return baseline, candidates
 
 
