@@ -395,7 +395,10 @@ def test_a_sweep_with_a_malformed_claim_stops_before_any_job(tmp_path, capsys):
     )
     SweepSummary().on_multirun_start(sweep_config(tmp_path, claim=CLAIM))  # a good one passes
     SweepSummary().on_multirun_start(sweep_config(tmp_path))  # and no claim
-    directory = tmp_path / "sweep"
+    # an earlier sweep in the dir stays as it is: the claim is checked before it is archived
+    directory = claim_sweep(tmp_path, accs={"ce": [0.8]})
+    (directory / "multirun.yaml").write_text("earlier")
+    before = sorted(p.relative_to(directory) for p in directory.rglob("*"))
     proc = xent_run(
         "-m",
         "seed=0,1",
@@ -403,7 +406,12 @@ def test_a_sweep_with_a_malformed_claim_stops_before_any_job(tmp_path, capsys):
         f"hydra.sweep.dir={directory}",
         cwd=tmp_path,
     )
-    assert_one_line_error(proc, directory, "claim.mineffect is not a claim key; valid: source,")
+    assert (proc.returncode, proc.stderr) == (
+        2,
+        "xent-run: error: claim.mineffect is not a claim key; valid: source, says, metric, "
+        "higher_is_better, baseline, candidates, min_effect, published\n",
+    )
+    assert sorted(p.relative_to(directory) for p in directory.rglob("*")) == before
 
 
 def test_a_claim_for_rows_no_job_finished_is_judged_with_no_pairs(tmp_path, capsys):
