@@ -286,6 +286,7 @@ def test_a_bad_claim_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsy
     assert not list(directory.glob("summary.*")) and not list(directory.glob("verdicts.*"))
 
 
+@pytest.mark.slow  # the in-process tests above run the same main(); this one, the real entry
 def test_xent_report_rejudges_in_a_process_of_its_own(tmp_path):
     directory = claim_sweep(tmp_path)
     proc = run_report(directory, "claim.min_effect=0.02", "--metric", "test/acc")
