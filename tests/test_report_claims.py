@@ -4,6 +4,7 @@ terminal table, the end-of-sweep callback, W&B, and `xent-report DIR claim.KEY=V
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 
@@ -436,3 +437,20 @@ def test_a_fresh_sweep_sets_the_earlier_verdicts_aside(tmp_path):
     (directory / "verdicts.json").write_text("{}")
     (directory / "verdicts.png").write_text("png")
     assert {"verdicts.json", "verdicts.png"} <= set(earlier_sweep_entries(directory))
+
+
+def test_verdicts_that_cannot_be_written_are_a_warning_and_the_count_stands(
+    tmp_path, fresh_globals, monkeypatch, caplog
+):
+    directory = claim_sweep(tmp_path)
+    fake_job(directory, 20, ["experiment=x", "loss=ce", "seed=9"], {"status": "failed"})
+
+    def full_disk(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(sweep, "report_claim", full_disk)
+    with caplog.at_level(logging.WARNING, logger="xent"):
+        SweepSummary().on_multirun_end(sweep_config(directory, claim=CLAIM))
+    assert [r.getMessage() for r in caplog.records] == ["no verdicts: No space left on device"]
+    assert sweep.failed_jobs == 1 and sweep.summary_errors == []
+    assert (directory / "summary.md").exists()

@@ -100,10 +100,10 @@ class SweepSummary(Callback):
             rows = summarize(sweep_dir, wanted, title)
             if wanted and (error := unreported_message(rows, wanted, "headline metric")):
                 summary_errors.append(error)
-            judgement = judge_sweep_claim(sweep_dir, rows, config.get("claim"))
         except Exception as err:  # noqa: BLE001 - a summary must never hide the jobs' results
             log.warning("no sweep summary: %s", err)
             return
+        judgement = judge_sweep_claim(sweep_dir, rows, config.get("claim"))
         if rows:
             log.info("sweep summary: %s (.md, .png)", sweep_dir / "summary.csv")
             wandb_cfg = (config.get("logger") or {}).get("wandb")
@@ -119,15 +119,19 @@ class SweepSummary(Callback):
 
 def judge_sweep_claim(sweep_dir: Path, rows: list[Row], claim: Any) -> Judgement | None:
     """The sweep's claim judged and its verdict files written; a bad claim is one of the
-    summary's errors (the summary itself stands), no claim or no rows is None."""
+    summary's errors (the summary itself stands), no claim or no rows is None. Verdicts that
+    cannot be written are a warning: the summary and the jobs' count still stand."""
     if claim is None or not rows:
         return None
     try:
         judgement = judge_claim(rows, claim_from_config(claim))  # type: ignore[arg-type]
+        report_claim(sweep_dir, judgement)
     except ConfigError as err:
         summary_errors.append(str(err))
         return None
-    report_claim(sweep_dir, judgement)
+    except Exception as err:  # noqa: BLE001 - the summary is written already
+        log.warning("no verdicts: %s", err)
+        return None
     return judgement
 
 
