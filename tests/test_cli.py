@@ -255,10 +255,10 @@ def test_legit_overrides_pass_the_checks():
         (["-m", "optimiser.lr=0.1,0.2"], "unknown key 'optimiser'; did you mean 'optim'?"),
         (
             ["+new.key=1"],
-            "unknown key 'new'; valid top-level keys: callbacks, ckpt_path, data, eval_ckpt, "
-            "experiment, experiment_name, flow_pair, headline, hparams_search, hydra, logger, "
-            "loss, model, optim, optimized_metric, pair, paths, resume, sched, seed, source, "
-            "tags, task, teacher, trainer, tta",
+            "unknown key 'new'; valid top-level keys: callbacks, ckpt_path, claim, data, "
+            "eval_ckpt, experiment, experiment_name, flow_pair, headline, hparams_search, "
+            "hydra, logger, loss, model, optim, optimized_metric, pair, paths, resume, sched, "
+            "seed, source, tags, task, teacher, trainer, tta",
         ),
         (
             ["seed=0,1"],

@@ -182,9 +182,10 @@ def test_the_summary_goes_to_wandb_when_the_sweep_logs_there(
     wandb_cfg = {"project": "p"}
     config = sweep_config(directory, headline=["test/nll"], logger={"wandb": wandb_cfg})
     SweepSummary().on_multirun_end(config)
-    [(got_rows, metrics, got_cfg, got_dir)] = calls
+    [(got_rows, metrics, got_cfg, got_dir, judgement)] = calls
     assert [r.label for r in got_rows] == ["loss=ce", "loss=sce"]
     assert metrics == ("test/nll",) and got_cfg == wandb_cfg and got_dir == directory
+    assert judgement is None  # no claim
     assert sweep.failed_jobs == 1
     calls.clear()
     SweepSummary().on_multirun_end(sweep_config(directory, logger={"csv": {}}))

@@ -26,6 +26,7 @@ from xent.checks import (
     task_class,
 )
 from xent.errors import ConfigError
+from xent.runner.verdicts import claim_from_config
 from xent.tasks.probes import DATA_KIND_WORDS, loss_kind
 
 EVAL_CKPT_CHOICES = ("last", "best")
@@ -48,6 +49,15 @@ def check_values(cfg: DictConfig) -> None:
     integer("trainer.max_epochs", OmegaConf.select(cfg, "trainer.max_epochs"), at_least=1)
     number("optim.lr", OmegaConf.select(cfg, "optim.lr"), above=0, what="a number > 0")
     one_of("eval_ckpt", cfg.get("eval_ckpt"), EVAL_CKPT_CHOICES)
+    check_claim(cfg)
+
+
+def check_claim(cfg: DictConfig) -> None:
+    """A sweep's claim block is judged only once every job has run; its structure (known keys,
+    a baseline mapping, a number >= 0 for min_effect, numbers in `published`) can be checked
+    now, so a typo does not cost the whole sweep's verdict. Whether its metric and baseline
+    exist in the results is checked at the end (xent.runner.report.judge_claim)."""
+    claim_from_config(cfg.get("claim"))
 
 
 def check_override_types(defaults: DictConfig, overrides: list[str]) -> None:

@@ -18,9 +18,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
+
+from xent.errors import ConfigError
+from xent.runner import verdicts
+from xent.runner.verdicts import Claim, Judgement, Verdict
 
 log = logging.getLogger("xent")
 
@@ -38,6 +42,8 @@ class Row:
     failed: int = 0  # metrics.json says status failed
     pending: int = 0  # no metrics.json yet: still running, or killed before it could write
     columns: list[str] = field(default_factory=list)  # its jobs' task's `summary_keys`
+    overrides: list[str] = field(default_factory=list)  # its jobs' own, shared ones too; no seed
+    results: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> ok job's numbers
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -61,7 +67,7 @@ def collect(sweep_dir: Path) -> list[Row]:
     for overrides, result in jobs:
         kept = [o for o in overrides if o not in shared and o.split("=")[0] not in SEED_KEYS]
         label = " ".join(kept) or "(all)"
-        row = rows.setdefault(label, Row(label))
+        row = rows.setdefault(label, Row(label, overrides=without_seed(overrides)))
         if result is None:
             row.pending += 1
             continue
@@ -70,10 +76,21 @@ def collect(sweep_dir: Path) -> list[Row]:
             continue
         row.seeds.append(result.get("seed"))
         row.columns += [k for k in result.get("summary_keys", ()) if k not in row.columns]
-        for key, value in result.items():
-            if key not in NOT_METRICS and isinstance(value, int | float):
-                row.values[key].append(float(value))
+        numbers = {
+            key: float(value)
+            for key, value in result.items()
+            if key not in NOT_METRICS and isinstance(value, int | float)
+        }
+        for key, value in numbers.items():
+            row.values[key].append(value)
+        if isinstance(result.get("seed"), int):
+            row.results[result["seed"]] = numbers
     return list(rows.values())
+
+
+def without_seed(overrides: list[str]) -> list[str]:
+    """A job's overrides but its seed: what the jobs of one row have in common."""
+    return [o for o in overrides if o.split("=")[0] not in SEED_KEYS]
 
 
 def reported_metrics(rows: list[Row]) -> tuple[str, ...]:
@@ -150,15 +167,22 @@ def unreported_message(rows: list[Row], wanted: Sequence[str], what: str) -> str
     return f"{what} '{missing[0]}' is not reported by any job; valid: {', '.join(reported)}"
 
 
-def sweep_headline(sweep_dir: Path) -> list[str] | None:
-    """The `headline` the sweep ran with, from its jobs' saved configs (`.hydra/config.yaml`)."""
+def saved_setting(sweep_dir: Path, key: str) -> Any:
+    """A root key of the config the sweep ran with: the first job's saved config
+    (`.hydra/config.yaml`) that sets it, or None."""
     for job in job_dirs(sweep_dir):
         config_path = job / ".hydra" / "config.yaml"
         if config_path.exists():
-            headline = (yaml.safe_load(config_path.read_text()) or {}).get("headline")
-            if headline:
-                return [str(m) for m in headline]
+            value = (yaml.safe_load(config_path.read_text()) or {}).get(key)
+            if value:
+                return value
     return None
+
+
+def sweep_headline(sweep_dir: Path) -> list[str] | None:
+    """The `headline` the sweep ran with, from its jobs' saved configs."""
+    headline = saved_setting(sweep_dir, "headline")
+    return [str(m) for m in headline] if headline else None
 
 
 def to_markdown(rows: list[Row], metrics: tuple[str, ...]) -> str:
@@ -313,16 +337,195 @@ def print_summary(rows: list[Row], metrics: Sequence[str], title: str = "") -> N
         console.print(note, style="red", soft_wrap=True, highlight=False)
 
 
+# -- the claim: verdicts.json, the Claim section of summary.md, verdicts.png, a table ----------
+VERDICTS_JSON = "verdicts.json"
+VERDICTS_PNG = "verdicts.png"
+# The verdict's colour on the terminal and in verdicts.png; any other verdict is yellow.
+VERDICT_STYLES = {verdicts.SUPPORTED: "green", verdicts.CONTRADICTED: "red"}
+VERDICT_COLORS = {verdicts.SUPPORTED: "tab:green", verdicts.CONTRADICTED: "tab:red"}
+OTHER_STYLE, OTHER_COLOR = "yellow", "goldenrod"
+
+
+def claim_with_overrides(saved: Any, overrides: Sequence[str]) -> Claim | None:
+    """The claim to judge: the sweep's own (`saved`, from its jobs' configs) with `claim.KEY=VALUE`
+    overrides set on it, each replacing that key's value (`claim.baseline={loss: gce}` replaces
+    the baseline, `claim.baseline.loss=gce` one of its keys), checked for structure."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"claim": saved or {}})
+    for text in overrides:
+        key, equals, value = text.partition("=")
+        if not equals or not (key == "claim" or key.startswith("claim.")):
+            raise ConfigError(
+                f"{text}: expected claim.KEY=VALUE (keys: {', '.join(verdicts.CLAIM_KEYS)})"
+            )
+        OmegaConf.update(config, key, override_value(text, value), merge=False)
+    raw = OmegaConf.to_container(config, resolve=True)["claim"]  # type: ignore[index]
+    return verdicts.parse_claim(raw or None)
+
+
+def override_value(text: str, value: str) -> Any:
+    """An override's value as Hydra's command line reads it (`1e-3` a number, `{loss: ce}` a
+    mapping, `[...]` a list); one line naming the override when it cannot be read."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OmegaConf.from_dotlist([f"v={value}"])
+        return OmegaConf.to_container(parsed, resolve=True)["v"]  # type: ignore[index]
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{text}: cannot read the value ({reason})") from err
+
+
+def judge_claim(rows: list[Row], claim: Claim) -> Judgement:
+    """The claim judged on the sweep's rows; ConfigError when its metric is not reported or
+    its baseline or a candidate does not pick exactly one row."""
+    if error := unreported_message(rows, [claim.metric], "claim.metric"):
+        raise ConfigError(error)
+    return verdicts.judge(claim, rows)
+
+
+def claim_section(judgement: Judgement) -> str:
+    """summary.md's "Claim" section: the claim in words, a row per candidate, how to read it."""
+    header = list(verdicts.VERDICT_COLUMNS)
+    lines = ["## Claim", "", *verdicts.claim_words(judgement), ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(verdicts.verdict_cells(v)) + " |" for v in judgement.verdicts]
+    lines += ["", verdicts.method_note(judgement), *unpaired_notes(judgement)]
+    return "\n".join(lines) + "\n"
+
+
+def unpaired_notes(judgement: Judgement) -> list[str]:
+    """A line per candidate with seeds that finished on one side only (left out of its pairs)."""
+    return [
+        f"{v.label}: seed(s) {', '.join(map(str, v.unpaired_seeds))} finished on one side only "
+        "(not paired)"
+        for v in judgement.verdicts
+        if v.unpaired_seeds
+    ]
+
+
+def report_claim(sweep_dir: Path, judgement: Judgement) -> None:
+    """verdicts.json, the Claim section under summary.md's table, verdicts.png and the table
+    on the terminal."""
+    (sweep_dir / VERDICTS_JSON).write_text(
+        json.dumps(judgement.as_dict(), indent=2, ensure_ascii=False) + "\n"
+    )
+    summary_md = sweep_dir / "summary.md"
+    summary_md.write_text(summary_md.read_text() + "\n" + claim_section(judgement))
+    try:
+        verdicts_figure(judgement).savefig(sweep_dir / VERDICTS_PNG)
+    except ImportError:
+        log.warning("matplotlib is not installed: no %s", VERDICTS_PNG)
+    print_verdicts(judgement)
+
+
+def print_verdicts(judgement: Judgement) -> None:
+    """The Claim section on the terminal, the verdict coloured."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from xent.runner.console import stdout_console
+
+    table = Table(
+        title=f"claim: {judgement.claim.says or judgement.claim.metric}", title_style="bold"
+    )
+    for index, column in enumerate(verdicts.VERDICT_COLUMNS):
+        table.add_column(column, justify="left" if index in (0, 5) else "right")
+    for verdict in judgement.verdicts:
+        *cells, word, published = verdicts.verdict_cells(verdict)
+        style = VERDICT_STYLES.get(verdict.verdict, OTHER_STYLE)
+        table.add_row(*cells, Text(word, style=style), published)
+    console = stdout_console()
+    for line in verdicts.claim_words(judgement):
+        console.print(line, soft_wrap=True, highlight=False)
+    console.print(table)
+    for line in [verdicts.method_note(judgement), *unpaired_notes(judgement)]:
+        console.print(line, soft_wrap=True, highlight=False)
+
+
+def verdicts_figure(judgement: Judgement) -> Any:
+    """verdicts.png: a row per candidate with its per-seed differences (dots), their mean and
+    95 % interval, the published Δ (a diamond) and the verdict beside it; a line at 0."""
+    from matplotlib.figure import Figure
+
+    rows = judgement.verdicts
+    fig = Figure(figsize=(9, 1.4 + 0.55 * len(rows)), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    ax.axvline(0.0, color="black", linewidth=1, gid="zero")
+    for index, verdict in enumerate(rows):
+        _verdict_row(ax, index, verdict)
+    if rows:
+        ax.legend(loc="best", fontsize=8)
+    ax.set_yticks(range(len(rows)), [short_label(v.label) for v in rows], fontsize=9)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel(f"Δ {judgement.claim.metric} (candidate − baseline), paired by seed")
+    ax.set_title(f"{judgement.claim.says or 'claim'} (baseline {judgement.baseline})", fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _verdict_row(ax: Any, index: int, verdict: Verdict) -> None:
+    """One candidate of verdicts.png: dots a little above its line, mean and interval below."""
+    color = VERDICT_COLORS.get(verdict.verdict, OTHER_COLOR)
+    if verdict.differences:
+        y = [index - 0.15] * verdict.n
+        label = _first(ax, "per-seed Δ")
+        ax.scatter(verdict.differences, y, s=16, color="tab:blue", alpha=0.7, label=label)
+    if verdict.mean is not None:
+        interval = None
+        if verdict.low is not None and verdict.high is not None:
+            interval = [[verdict.mean - verdict.low], [verdict.high - verdict.mean]]
+        label = _first(ax, "mean, 95 % interval")
+        ax.errorbar(
+            [verdict.mean],
+            [index + 0.1],
+            xerr=interval,
+            fmt="o",
+            color=color,
+            capsize=4,
+            label=label,
+        )
+    if verdict.published_delta is not None:
+        label = _first(ax, "published Δ")
+        ax.plot([verdict.published_delta], [index], "D", color="tab:orange", label=label)
+    ax.annotate(
+        verdicts.verdict_cell(verdict),
+        (1.0, index),
+        xycoords=("axes fraction", "data"),
+        xytext=(6, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=9,
+        color=color,
+    )
+
+
+def _first(ax: Any, label: str) -> str | None:
+    """`label` for the first artist of its kind, so the legend names each kind once."""
+    return None if label in ax.get_legend_handles_labels()[1] else label
+
+
 def main() -> None:
-    """Entry point of `xent-report SWEEP_DIR [--metric M ...] [--metrics M1,M2]`."""
+    """Entry point of `xent-report SWEEP_DIR [claim.KEY=VALUE ...] [--metric M ...]`."""
     import argparse
 
     parser = argparse.ArgumentParser(
         prog="xent-report",
         description="Summarise a sweep dir made by xent-run -m: summary.csv/.md/.png, mean ± "
-        "std over seeds per combination of overrides (also for a sweep still running).",
+        "std over seeds per combination of overrides (also for a sweep still running); with a "
+        "claim (the sweep's own, or set here), its verdicts: a Claim section in summary.md, "
+        "verdicts.json and verdicts.png (docs/claims.md).",
     )
     parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument(
+        "claim",
+        nargs="*",
+        metavar="claim.KEY=VALUE",
+        help="judge the sweep's claim with this key changed (claim.min_effect=0.01, "
+        "claim.baseline.loss=gce), or a claim the sweep never had",
+    )
     parser.add_argument(
         "--metric",
         "--metrics",
@@ -332,27 +535,39 @@ def main() -> None:
         help="metrics to show (repeatable, or comma-separated); default: the sweep's `headline` "
         "(saved in its jobs' configs), else every metric the jobs reported",
     )
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a directory (a sweep dir made by xent-run -m)")
     rows = collect(args.sweep_dir)
     if not rows:
-        print(
-            f"xent-report: error: no job dirs (*/.hydra/overrides.yaml) in {args.sweep_dir}",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        fail(f"no job dirs (*/.hydra/overrides.yaml) in {args.sweep_dir}")
     if args.metric:
         wanted, what = args.metric, "--metric"
     else:
         wanted, what = sweep_headline(args.sweep_dir), "headline metric"
     if wanted and (error := unreported_message(rows, wanted, what)):
-        print(f"xent-report: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
+    try:
+        claim = claim_with_overrides(saved_setting(args.sweep_dir, "claim"), args.claim)
+        judgement = judge_claim(rows, claim) if claim else None
+    except ConfigError as err:
+        fail(str(err))
     rows = summarize(args.sweep_dir, wanted)
+    if judgement is not None:
+        report_claim(args.sweep_dir, judgement)
     plotted = " and summary.png" if (args.sweep_dir / "summary.png").exists() else ""
-    print(f"wrote {args.sweep_dir / 'summary.csv'}, summary.md{plotted}")
+    claimed = ""
+    if judgement is not None:
+        drawn = (args.sweep_dir / VERDICTS_PNG).exists()
+        claimed = f"; {VERDICTS_JSON}" + (f" and {VERDICTS_PNG}" if drawn else "")
+    print(f"wrote {args.sweep_dir / 'summary.csv'}, summary.md{plotted}{claimed}")
     sys.exit(1 if any(row.failed for row in rows) else 0)
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit 2, nothing written."""
+    print(f"xent-report: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,31 +19,41 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from xent.errors import EXIT_BAD_INPUT, ConfigError
 from xent.runner.report import (
     Row,
     format_stat,
     headline_metrics,
+    judge_claim,
     mean_std,
+    report_claim,
     reported_metrics,
     summarize,
     unreported_message,
 )
+from xent.runner.verdicts import VERDICT_COLUMNS, Judgement, claim_from_config, verdict_cells
 
 log = logging.getLogger("xent")
 
 # Failed jobs the last multirun's summary counted: jobs on other launchers (submitit) fail in
 # other processes, so `xent-run` reads this to exit non-zero for them too.
 failed_jobs = 0
-# One-line errors the last multirun's summary found (a headline metric no job reported):
+# One-line errors the last multirun's summary found (a headline metric no job reported, a claim
+# whose metric no job reported or whose baseline picks no row):
 # `xent-run` prints them and exits 2 once the sweep is done.
 summary_errors: list[str] = []
 
 
 def log_summary_to_wandb(
-    rows: list[Row], metrics: Sequence[str], wandb_cfg: Any, sweep_dir: Path
+    rows: list[Row],
+    metrics: Sequence[str],
+    wandb_cfg: Any,
+    sweep_dir: Path,
+    judgement: Judgement | None = None,
 ) -> None:
     """The summary as a W&B table in a run of its own (job_type "summary") in the jobs' group,
-    so the comparison sits next to its runs; offline mode writes it under the sweep dir."""
+    so the comparison sits next to its runs, with the claim's verdicts as a second table
+    ("verdicts") where the sweep has a claim; offline mode writes it under the sweep dir."""
     import wandb
 
     columns = ["run", "seeds", "failed"] + [f"{m} {s}" for m in metrics for s in ("mean", "std")]
@@ -60,12 +71,26 @@ def log_summary_to_wandb(
         config={"sweep_dir": str(sweep_dir), "metrics": list(metrics)},
         reinit="finish_previous",
     )
-    run.log({"summary": wandb.Table(columns=columns, data=data)})
+    tables = {"summary": wandb.Table(columns=columns, data=data)}
+    if judgement is not None:
+        cells = [verdict_cells(verdict) for verdict in judgement.verdicts]
+        tables["verdicts"] = wandb.Table(columns=list(VERDICT_COLUMNS), data=cells)
+    run.log(tables)
     run.finish()
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun: the sweep's summary files and table (see module docstring)."""
+    """At the end of a multirun: the sweep's summary files and table (see module docstring).
+    At its start: a malformed claim block ends the command before any job runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns an Exception raised by a callback into a warning and sweeps on; SystemExit
+        # passes through it and the CLI's error handling, which catch Exception only.
+        try:
+            claim_from_config(config.get("claim"))
+        except ConfigError as err:
+            print(f"xent-run: error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_BAD_INPUT) from err
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -78,16 +103,36 @@ class SweepSummary(Callback):
         except Exception as err:  # noqa: BLE001 - a summary must never hide the jobs' results
             log.warning("no sweep summary: %s", err)
             return
+        judgement = judge_sweep_claim(sweep_dir, rows, config.get("claim"))
         if rows:
             log.info("sweep summary: %s (.md, .png)", sweep_dir / "summary.csv")
             wandb_cfg = (config.get("logger") or {}).get("wandb")
             if wandb_cfg is not None:
                 try:
-                    log_summary_to_wandb(rows, headline_metrics(rows, wanted), wandb_cfg, sweep_dir)
+                    metrics = headline_metrics(rows, wanted)
+                    log_summary_to_wandb(rows, metrics, wandb_cfg, sweep_dir, judgement)
                 except Exception as err:  # noqa: BLE001 - the files are written already
                     log.warning("summary not logged to W&B: %s", err)
         global failed_jobs
         failed_jobs = sum(row.failed for row in rows)
+
+
+def judge_sweep_claim(sweep_dir: Path, rows: list[Row], claim: Any) -> Judgement | None:
+    """The sweep's claim judged and its verdict files written; a bad claim is one of the
+    summary's errors (the summary itself stands), no claim or no rows is None. Verdicts that
+    cannot be written are a warning: the summary and the jobs' count still stand."""
+    if claim is None or not rows:
+        return None
+    try:
+        judgement = judge_claim(rows, claim_from_config(claim))  # type: ignore[arg-type]
+        report_claim(sweep_dir, judgement)
+    except ConfigError as err:
+        summary_errors.append(str(err))
+        return None
+    except Exception as err:  # noqa: BLE001 - the summary is written already
+        log.warning("no verdicts: %s", err)
+        return None
+    return judgement
 
 
 def job_line(

@@ -35,6 +35,8 @@ SWEEP_FILES = (
     "summary.csv",
     "summary.md",
     "summary.png",
+    "verdicts.json",  # a claim's verdicts (xent.runner.report.report_claim)
+    "verdicts.png",
 )
 
 
