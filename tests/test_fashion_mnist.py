@@ -212,3 +212,37 @@ def test_make_data_without_the_package_is_one_line(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith("make data: error: fashion_mnist: ") and err.count("\n") == 1
     assert "apt-get install dataset-fashion-mnist" in err and "data.download=true" in err
+
+
+def test_test_size_caps_the_test_split_stratified(tmp_path):
+    write_idx(tmp_path / "FashionMNIST" / "raw", fake_fashion(n_test=100), gzipped=False)
+    dm = module(tmp_path, tmp_path / "none", test_size=30)
+    dm.setup()
+    test = dm.splits["test"]
+    assert torch.bincount(test.labels).tolist() == [3] * 10
+    assert torch.equal((test.images[:, 0, 0, 0].long() - 1) // 20, test.labels)
+
+
+def test_corrupted_fashion_stream_is_generated_from_the_clean_test_split(tmp_path):
+    from xent.data.corrupted import CorruptedStreamDataModule
+
+    arrays = fake_fashion(n_train=200, n_test=100)
+    write_idx(tmp_path / "FashionMNIST" / "raw", arrays, gzipped=False)
+    clean = {"val_size": 20, "test_size": 40, "download": False, "system_dir": str(tmp_path)}
+    dm = CorruptedStreamDataModule(
+        variant="fashion_mnist32",
+        root=str(tmp_path),
+        corruptions=["gaussian_noise", "fog"],
+        batch_size=16,
+        clean=clean,
+    )
+    dm.setup()
+    assert dm.corrupted_root == tmp_path / "FASHION_MNIST32-C-seed0"
+    assert dm.n_per_severity == 40
+    batches = list(dm.test_dataloader())
+    assert [len(y) for _, y, _ in batches] == [16, 16, 8, 16, 16, 8]  # never across a domain
+    x, y, domain = batches[0]
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32
+    stream_labels = torch.cat([y for _, y, d in batches if int(d[0]) == 0])
+    clean_labels = dm.clean_module.splits["test"].labels
+    assert sorted(stream_labels.tolist()) == sorted(clean_labels.tolist())

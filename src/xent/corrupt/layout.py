@@ -34,6 +34,7 @@ DIR_NAMES = {
     "cifar10": "CIFAR-10-C",
     "cifar100": "CIFAR-100-C",
     "digits32": "DIGITS32-C-seed{seed}",
+    "fashion_mnist32": "FASHION_MNIST32-C-seed{seed}",
 }
 
 

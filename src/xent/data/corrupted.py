@@ -1,4 +1,5 @@
-"""CIFAR-10/100-C (and a digits32 analogue) as one online test stream for test-time adaptation.
+"""CIFAR-10/100-C (and digits32 / Fashion-MNIST analogues) as one online test stream for test-time
+adaptation.
 
 The stream is the reference framework's (mariodoebler/test-time-adaptation): domains in
 schedule order, each domain's samples shuffled by `random.Random(stream_seed)` re-seeded per
@@ -41,7 +42,10 @@ from xent.data.base import InMemoryImageDataModule, Split
 from xent.errors import ConfigError
 
 GRADUAL_SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5, 4, 3, 2, 1)
-VARIANT_CLASSES = {"cifar10": 10, "cifar100": 100, "digits32": 10}
+VARIANT_CLASSES = {"cifar10": 10, "cifar100": 100, "digits32": 10, "fashion_mnist32": 10}
+# Variants whose corrupted test split is generated here at first use, from the clean module's
+# test split: digits (bundled) and Fashion-MNIST (`make data`); CIFAR-C comes from xent-corrupt.
+GENERATED = ("digits32", "fashion_mnist32")
 
 Schedule = list[tuple[str, int]]
 
@@ -138,7 +142,7 @@ def _plain(value: Any) -> Any:
 
 
 class CorruptedStreamDataModule(L.LightningDataModule):
-    """The CIFAR-10-C / CIFAR-100-C / digits32-C test stream and its clean source data.
+    """The CIFAR-10-C / CIFAR-100-C / digits32-C / fashion_mnist32-C stream and its clean data.
 
     cifar variants read `<root>/CIFAR-10-C/` or `<root>/CIFAR-100-C/` (the Zenodo layout; make
     it with `xent-corrupt`). `digits32` generates its corrupted test split at the first
@@ -246,6 +250,10 @@ class CorruptedStreamDataModule(L.LightningDataModule):
                 from xent.data.digits import DigitsDataModule
 
                 return DigitsDataModule(**{"upsample": 4, **kwargs})
+            if self.variant == "fashion_mnist32":
+                from xent.data.fashion_mnist import FashionMNISTDataModule
+
+                return FashionMNISTDataModule(**{"root": str(self.root), **kwargs})
             from xent.data.cifar import CIFARDataModule
 
             return CIFARDataModule(**{"variant": self.variant, "root": str(self.root), **kwargs})
@@ -255,7 +263,7 @@ class CorruptedStreamDataModule(L.LightningDataModule):
     # -- Lightning hooks --------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Fail early, in one line, when a CIFAR-C folder or the clean CIFAR is missing."""
-        if self.variant != "digits32":
+        if self.variant not in GENERATED:
             check_layout(self.corrupted_root, self._scheduled_corruptions())
         self.clean_module.prepare_data()
 
@@ -269,16 +277,17 @@ class CorruptedStreamDataModule(L.LightningDataModule):
                 f"data.source_train_size={self.source_train_size} but the clean training split "
                 f"has {n_train} images"
             )
-        if self.variant == "digits32":
-            self._ensure_digits_cache()
+        if self.variant in GENERATED:
+            self._ensure_generated_cache()
         self.n_per_severity = check_layout(self.corrupted_root, self._scheduled_corruptions())
         self._ready = True
 
     def _scheduled_corruptions(self) -> list[str]:
         return list(dict.fromkeys(c for c, _ in self.schedule))
 
-    def _ensure_digits_cache(self) -> None:
-        """Generate the digits32-C layout once; later runs (and rivals in a race) reuse it."""
+    def _ensure_generated_cache(self) -> None:
+        """Generate the -C layout of a GENERATED variant once; later runs (and rivals in a
+        race) reuse it."""
         test = self.clean_module.splits["test"]
         images = test.images.permute(0, 2, 3, 1).contiguous().numpy()
         labels = test.labels.numpy()
@@ -300,7 +309,7 @@ class CorruptedStreamDataModule(L.LightningDataModule):
         meta = read_meta(final)
         if meta is not None and meta.get("source_sha256") != images_digest(images, labels):
             raise ConfigError(
-                f"{final} was generated from a different digits32 test split than data.clean "
+                f"{final} was generated from a different {self.variant} test split than data.clean "
                 f"gives; delete it to regenerate, or set data.generate_seed to another value"
             )
 

@@ -43,7 +43,8 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
 
     `val_size` training images (stratified, by `split_seed`) are held out for validation, so
     the test split stays unseen, as for digits. `train_size` caps the rest (stratified, same
-    seed) for runs sized to a CPU. `image_size` 32 zero-pads each side by 2 pixels and
+    seed) for runs sized to a CPU, and `test_size` the test split (a corrupted stream generated
+    from it costs time per image). `image_size` 32 zero-pads each side by 2 pixels and
     `in_channels` 3 repeats the grey channel, so that the 32x32x3 CIFAR models and corruptions
     apply (`data=fashion_mnist32`); padding keeps every original pixel, where resizing would blur.
     """
@@ -57,6 +58,7 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
         system_dir: str = SYSTEM_DIR,
         val_size: int = 5000,
         train_size: int | None = None,
+        test_size: int | None = None,
         split_seed: int = 0,
         **kwargs,
     ):
@@ -70,8 +72,10 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
             raise ConfigError(f"data.in_channels={self.in_channels}: use 1 (grey) or 3 (repeated)")
         integer("data.val_size", val_size, at_least=self.num_classes)
         integer("data.train_size", train_size, at_least=self.num_classes, optional=True)
+        integer("data.test_size", test_size, at_least=self.num_classes, optional=True)
         self.root, self.download, self.system_dir = Path(root), download, Path(system_dir)
         self.val_size, self.train_size, self.split_seed = val_size, train_size, split_seed
+        self.test_size = test_size
 
     @property
     def raw_folder(self) -> Path:
@@ -114,17 +118,10 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
         parts = stratified_split(
             train.labels, {"val": fraction, "train": 1.0 - fraction}, self.split_seed
         )
-        train_idx = parts["train"]
-        if self.train_size is not None and self.train_size < len(train_idx):
-            keep = self.train_size / len(train_idx)
-            sub = stratified_split(
-                train.labels[train_idx], {"train": keep, "rest": 1.0 - keep}, self.split_seed
-            )
-            train_idx = train_idx[sub["train"]]
         return {
-            "train": Split(train.images[train_idx], train.labels[train_idx]),
+            "train": capped(train, parts["train"], self.train_size, self.split_seed),
             "val": Split(train.images[parts["val"]], train.labels[parts["val"]]),
-            "test": test,
+            "test": capped(test, torch.arange(len(test.labels)), self.test_size, self.split_seed),
         }
 
     def _decode(self, train: bool) -> Split:
@@ -144,6 +141,15 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
             images = F.pad(images, (pad, pad, pad, pad))
         images = images.expand(-1, self.in_channels, -1, -1).contiguous()
         return Split(images, dataset.targets.to(torch.long))
+
+
+def capped(split: Split, indices: torch.Tensor, size: int | None, seed: int) -> Split:
+    """`split` at `indices`, or a stratified subset of `size` of them (fixed by `seed`)."""
+    if size is not None and size < len(indices):
+        keep = size / len(indices)
+        sub = stratified_split(split.labels[indices], {"kept": keep, "rest": 1.0 - keep}, seed)
+        indices = indices[sub["kept"]]
+    return Split(split.images[indices], split.labels[indices])
 
 
 def decompress_into(source: Path, names: list[str], folder: Path) -> None:
