@@ -34,6 +34,7 @@ TEMPLATES = {
 }
 # What a command needs that this machine lacks, and the start of the one line it fails with then
 # (in the order the preflight checks them).
+FASHION_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"  # `make data` installs it (as root)
 NEEDS = {
     "trainer=gpu": "xent-run: error: trainer.accelerator=gpu (trainer=gpu): no CUDA device is ",
     "data=cifar100": "xent-run: error: cifar100: train, test, meta not found under ",
@@ -115,6 +116,12 @@ def _needs(command: ReadmeCommand) -> str | None:
     import torch
 
     padded = command.line + " "
+    if "fashion" in command.line and not Path(FASHION_SYSTEM_DIR).is_dir():
+        # No Debian package (and no network): the run says how to get the data, and the
+        # report of its sweep finds no job.
+        if command.program == "xent-report":
+            return "xent-report: error: no job dirs"
+        return "xent-run: error: fashion_mnist: "
     for need, line in NEEDS.items():
         if need == "trainer=gpu" and torch.cuda.is_available():
             continue  # checked before the data: where a GPU is, the data line comes instead
