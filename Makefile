@@ -42,9 +42,11 @@ data: $(STAMP)
 	fi
 	$(BIN)/python -m xent.data.fashion_mnist
 
-## Every benchmark (scripts/bench_*.py): benchmarks/<name>.json and a line in benchmarks/README.md.
+## Every benchmark (scripts/bench_*.py, and bench_loss_cost's --per-step mode):
+## benchmarks/<name>.json and a line in benchmarks/README.md.
 bench: $(STAMP)
 	for script in scripts/bench_*.py; do $(BIN)/python $$script || exit 1; done
+	$(BIN)/python scripts/bench_loss_cost.py --per-step
 
 LINTED := $(wildcard src tests scripts)
 

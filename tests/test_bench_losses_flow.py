@@ -1,18 +1,22 @@
 """scripts/bench_loss_cost.py and scripts/bench_flow_coupling.py (issue 8): each runs with
 --quick into a temporary folder, and its JSON covers every loss config it should, with
-consistent times and ratios, a fitted exponent, and its README line."""
+consistent times and ratios, a fitted exponent, and its README line. bench_loss_cost's
+--per-step mode (issue 18) times whole training steps: that they are is tested here too."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 LOSS_CONF = REPO / "src" / "xent" / "conf" / "loss"
@@ -29,17 +33,19 @@ def script(name: str) -> ModuleType:
     return module
 
 
-def run_quick(name: str, out: Path) -> tuple[dict, str]:
-    """Run scripts/<name>.py --quick --out OUT as a user would; its JSON and stdout."""
+def run_quick(name: str, out: Path, *args: str, bench: str | None = None) -> tuple[dict, str]:
+    """Run scripts/<name>.py --quick --out OUT [ARGS] as a user would; the JSON of `bench`
+    (default: the script's name without bench_) and stdout."""
+    script_path = str(REPO / "scripts" / f"{name}.py")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / f"{name}.py"), "--quick", "--out", str(out)],
+        [sys.executable, script_path, "--quick", "--out", str(out), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    bench = name.removeprefix("bench_")
+    bench = bench or name.removeprefix("bench_")
     return json.loads((out / f"{bench}.json").read_text()), proc.stdout
 
 
@@ -94,6 +100,73 @@ def test_loss_cost_quick(tmp_path):  # ~3 s: a subprocess that imports torch and
     assert bar["met"] == (bar["pld_met"] and not bar["unexplained_above_limit"])
     assert ("bar missed" in stdout) == (not bar["met"])
     assert "PLD" in readme_line(tmp_path, "loss_cost")
+
+
+def test_loss_step_cost_quick(tmp_path):  # ~8 s: imports torch, runs 2 x 5 small steps
+    data, stdout = run_quick("bench_loss_cost", tmp_path, "--per-step", bench="loss_step_cost")
+    assert not (tmp_path / "loss_cost.json").exists()  # the per-step mode writes only its own
+    assert data["mode"] == "per_step"
+    assert (data["teacher"], data["student"]) == ("resnet32x4", "resnet8x4")
+    assert (data["batch"], data["classes"], data["image_shape"]) == (2, 100, [3, 32, 32])
+    assert data["quick"] and data["torch_threads"] == 1 and data["baseline"] == "kd"
+    results = data["results"]
+    assert set(results) == {"kd", "pld"}
+    for name, entry in results.items():
+        assert len(entry["times_ms"]) == data["repeats"] == 3
+        assert entry["ms"] == statistics.median(entry["times_ms"]) > 0
+        assert math.isclose(entry["ratio"], entry["ms"] / results["kd"]["ms"], rel_tol=1e-12)
+        checked = data["checked"][name]  # the step was run once and trained the student
+        assert checked["student_params_moved"] == checked["student_params"] == 32
+        assert checked["teacher_params_moved"] == 0 and math.isfinite(checked["loss"])
+    times = zip(results["pld"]["times_ms"], results["kd"]["times_ms"], strict=True)
+    pairs = [pld / kd for pld, kd in times]
+    assert data["paired_ratios"]["median"] == pytest.approx(statistics.median(pairs), rel=1e-9)
+    low, high = data["paired_ratios"]["quartiles"]
+    assert min(pairs) <= low <= high <= max(pairs)
+    alone = data["losses_alone_ms"]
+    assert alone["inner_calls"] >= 1 and alone["kd"] > 0 and alone["pld"] > 0
+    assert data["pld_extra_ms"] == pytest.approx(alone["pld"] - alone["kd"], rel=1e-12)
+    kd_step = results["kd"]["ms"]
+    implied = (kd_step + data["pld_extra_ms"]) / kd_step
+    assert data["pld_over_kd_from_losses_alone"] == pytest.approx(implied, rel=1e-12)
+    bar = data["bar"]
+    assert bar == {"pld_over_kd": results["pld"]["ratio"], "max": 1.05, "met": bar["met"]}
+    assert bar["met"] == (results["pld"]["ratio"] <= 1.05)
+    assert data["paper"] == {"pld": 62.84, "kd": 62.18, "pld_over_kd": 62.84 / 62.18}
+    assert ("bar <= 1.05x: met" in stdout) == bar["met"]
+    line = readme_line(tmp_path, "loss_step_cost")
+    assert f"{bar['pld_over_kd']:.3f}x" in line and "batch 2, 100 classes" in line
+
+
+def test_per_step_is_a_whole_distillation_training_step():
+    """One call = student forward, teacher forward (frozen), the loss on both, backward and an
+    SGD step: the student moves exactly as one SGD step (lr 0.05, wd 5e-4; no momentum yet)
+    on the gradient of that loss, recomputed here by hand on a copy."""
+    bench = script("bench_loss_cost")
+    for name, step in bench.distill_steps(batch=4).items():
+        student = copy.deepcopy(step.student)
+        teacher_before = [p.detach().clone() for p in step.teacher.parameters()]
+        with torch.no_grad():
+            teacher_logits = step.teacher(step.images)
+        expected_loss = step.loss(student(step.images), step.target, teacher_logits=teacher_logits)
+        expected_loss.backward()
+        assert step() == pytest.approx(expected_loss.item(), rel=1e-6), name
+        for (param_name, before), after in zip(
+            student.named_parameters(), step.student.parameters(), strict=True
+        ):
+            moved = before.detach() - 0.05 * (before.grad + 5e-4 * before.detach())
+            torch.testing.assert_close(after.detach(), moved, msg=f"{name}: {param_name}")
+        for before, after in zip(teacher_before, step.teacher.parameters(), strict=True):
+            assert torch.equal(before, after) and after.grad is None
+        assert not step.teacher.training and step.student.training
+
+
+def test_check_step_refuses_a_step_that_does_not_train():
+    bench = script("bench_loss_cost")
+    step = bench.distill_steps(batch=2)["pld"]
+    step.optimizer.param_groups[0]["lr"] = 0.0  # backward runs, but nothing moves
+    with pytest.raises(RuntimeError, match="not a full training step"):
+        bench.check_step(step)
 
 
 @pytest.mark.slow

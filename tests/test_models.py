@@ -120,6 +120,8 @@ PUBLISHED = [
     ("vgg8", 100, 3.96, 0.01, "CRD zoo"),
     ("vgg13", 100, 9.46, 0.01, "CRD zoo"),
     ("mobilenetv2", 100, 0.81, 0.01, "CRD zoo"),
+    ("shufflenetv1", 100, 0.95, 0.01, "CRD zoo"),
+    ("shufflenetv2", 100, 1.36, 0.01, "CRD zoo"),
     ("resnet50", 100, 23.71, 0.01, "CRD zoo"),
     # CIFAR ResNet-18 (kuangliu/pytorch-cifar layout, CIFAR-10): 11.17M.
     ("resnet18", 10, 11.17, 0.005, "pytorch-cifar"),
@@ -177,7 +179,7 @@ def test_resnet18_has_the_cifar_stem():
 
 def test_cifar_models_accept_8x8_digits():
     # The ResNets and WRNs pool adaptively, so `data=digits` works with them too.
-    for name in ("resnet20", "resnet8x4", "resnet18", "wrn_16_2", "mobilenetv2"):
+    for name in ("resnet20", "resnet8x4", "resnet18", "wrn_16_2", "mobilenetv2", "shufflenetv1"):
         model = build(name, DIGITS).eval()
         assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10), name
 
@@ -206,7 +208,86 @@ def test_feature_dims():
         "vgg13": 512,
         "mobilenetv2": 1280,
         "resnet18": 512,
+        "shufflenetv1": 960,
+        "shufflenetv2": 1024,
     }
     for name, dim in expected.items():
         with torch.device("meta"):
             assert build(name).feature_dim == dim, name
+
+
+def bn(channels: int) -> int:
+    return 2 * channels  # a BatchNorm2d's weight and bias
+
+
+def zoo_shufflev1_params(classes: int) -> int:
+    """RepDistiller models/ShuffleNetv1.py, ShuffleV1 (out_planes 240/480/960, blocks 4/8/4,
+    groups 3), counted layer by layer: 1x1 stem 3->24 + BN; each Bottleneck makes `out` channels
+    (the stage width, minus the input width for the stride-2 first one, whose avg-pooled input
+    is concatenated): 1x1 in->out/4 (ungrouped on the stem's 24 channels, else 3 groups), BN,
+    3x3 depthwise, BN, 1x1 out/4->out in 3 groups, BN; Linear 960->classes."""
+    total, channels = 3 * 24 + bn(24), 24
+    for width, blocks in ((240, 4), (480, 8), (960, 4)):
+        for i in range(blocks):
+            out = width - channels if i == 0 else width
+            mid, first_groups = out // 4, 1 if channels == 24 else 3
+            total += channels * mid // first_groups + bn(mid) + 9 * mid + bn(mid)
+            total += mid * out // 3 + bn(out)
+            channels = width
+    return total + 960 * classes + classes
+
+
+def zoo_shufflev2_params(classes: int) -> int:
+    """RepDistiller models/ShuffleNetv2.py, ShuffleV2 (net_size 1: out_channels 116/232/464/1024,
+    num_blocks 3/7/3), counted layer by layer: 1x1 stem 3->24 + BN; per stage a DownBlock (left:
+    3x3 depthwise + BN, 1x1 in->out/2 + BN; right: 1x1 in->out/2 + BN, 3x3 depthwise + BN, 1x1 +
+    BN) and num_blocks BasicBlocks on half the channels (1x1, 3x3 depthwise, 1x1, each + BN);
+    1x1 conv 464->1024 + BN; Linear 1024->classes."""
+    total, channels = 3 * 24 + bn(24), 24
+    for width, blocks in ((116, 3), (232, 7), (464, 3)):
+        half = width // 2
+        total += 9 * channels + bn(channels) + channels * half + bn(half)
+        total += channels * half + bn(half) + 9 * half + bn(half) + half * half + bn(half)
+        total += blocks * (2 * (half * half + bn(half)) + 9 * half + bn(half))
+        channels = width
+    return total + 464 * 1024 + bn(1024) + 1024 * classes + classes
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_shufflenets_have_the_zoo_parameter_counts(classes):
+    assert zoo_shufflev1_params(100) == 949_258  # "0.95M" in the KD literature's tables
+    assert zoo_shufflev2_params(100) == 1_355_528  # "1.36M"
+    data = {**CIFAR, "num_classes": classes}
+    assert n_params(build("shufflenetv1", data)) == zoo_shufflev1_params(classes)
+    assert n_params(build("shufflenetv2", data)) == zoo_shufflev2_params(classes)
+
+
+@pytest.mark.parametrize("name", ["shufflenetv1", "shufflenetv2"])
+@pytest.mark.parametrize("classes", [10, 100])
+def test_shufflenets_keep_the_zoo_resolutions(name, classes):
+    """The 1x1 stride-1 stem keeps 32x32; the three stages give 16x16, 8x8 and 4x4 maps, and
+    the last one (960 / 1024 channels) is what feature-reading losses get."""
+    from xent.tasks.features import FeatureMapTap
+
+    torch.manual_seed(0)
+    model = build(name, {**CIFAR, "num_classes": classes}).eval()
+    shapes = []
+    for unit in model.features[1:]:
+        unit.register_forward_hook(lambda mod, inp, out: shapes.append(tuple(out.shape[1:])))
+    tap = FeatureMapTap(model)
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, classes)
+    widths = {"shufflenetv1": (240, 480, 960), "shufflenetv2": (116, 232, 464)}[name]
+    stage_ends = sorted({s for s in shapes if s[0] in widths}, key=lambda s: s[0])
+    assert stage_ends == [(widths[0], 16, 16), (widths[1], 8, 8), (widths[2], 4, 4)]
+    assert tuple(tap.value.shape) == (2, model.feature_dim, 4, 4)
+    assert model.feature_dim == {"shufflenetv1": 960, "shufflenetv2": 1024}[name]
+
+
+def test_channel_shuffle_interleaves_the_groups():
+    from xent.models.shufflenet import ChannelShuffle
+
+    x = torch.arange(6.0).view(1, 6, 1, 1)
+    assert ChannelShuffle(3)(x).flatten().tolist() == [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]
+    assert ChannelShuffle(2)(x).flatten().tolist() == [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]

@@ -50,3 +50,27 @@ def init_conv_bn(module: nn.Module, linear_std: float | None = None) -> None:
         elif isinstance(m, nn.Linear) and linear_std is not None:
             nn.init.normal_(m.weight, 0.0, linear_std)
             nn.init.zeros_(m.bias)
+
+
+def conv_bn(
+    in_channels: int,
+    out_channels: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    relu: bool = True,
+) -> list[nn.Module]:
+    """Conv ("same" padding, no bias) + BN (+ ReLU): the unit the mobile nets of the zoo stack.
+
+    `groups` = `in_channels` makes it depthwise; `relu=False` leaves a linear output, as the
+    bottlenecks' projections and depthwise convs of MobileNetV2 / ShuffleNet need.
+    """
+    layers: list[nn.Module] = [
+        nn.Conv2d(
+            in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False
+        ),
+        nn.BatchNorm2d(out_channels),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return layers

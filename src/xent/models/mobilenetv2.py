@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from xent.models.base import Classifier, init_conv_bn
+from xent.models.base import Classifier, conv_bn, init_conv_bn
 
 # (expansion, output channels, blocks, first stride); None: the model's `expansion` (6).
 SETTINGS: list[tuple[int | None, int, int, int]] = [
@@ -24,25 +24,6 @@ SETTINGS: list[tuple[int | None, int, int, int]] = [
 LAST_CHANNELS = 1280
 
 
-def _conv_bn(
-    in_channels: int,
-    out_channels: int,
-    kernel: int,
-    stride: int = 1,
-    groups: int = 1,
-    relu: bool = True,
-) -> list[nn.Module]:
-    layers: list[nn.Module] = [
-        nn.Conv2d(
-            in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False
-        ),
-        nn.BatchNorm2d(out_channels),
-    ]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return layers
-
-
 class InvertedResidual(nn.Module):
     """1x1 expand, 3x3 depthwise, 1x1 linear projection; residual when shapes allow.
 
@@ -54,9 +35,9 @@ class InvertedResidual(nn.Module):
         hidden = in_channels * expansion
         self.use_residual = stride == 1 and in_channels == out_channels
         self.conv = nn.Sequential(
-            *_conv_bn(in_channels, hidden, 1),
-            *_conv_bn(hidden, hidden, 3, stride, groups=hidden),
-            *_conv_bn(hidden, out_channels, 1, relu=False),
+            *conv_bn(in_channels, hidden, 1),
+            *conv_bn(hidden, hidden, 3, stride, groups=hidden),
+            *conv_bn(hidden, out_channels, 1, relu=False),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -76,7 +57,7 @@ class MobileNetV2(Classifier):
     ):
         super().__init__()
         channels = int(32 * width_mult)
-        stem = nn.Sequential(*_conv_bn(in_channels, channels, 3, stride=2))
+        stem = nn.Sequential(*conv_bn(in_channels, channels, 3, stride=2))
         blocks: list[nn.Module] = [stem]
         for t, c, n, s in SETTINGS:
             out_channels, ratio = int(c * width_mult), expansion if t is None else t
@@ -86,7 +67,7 @@ class MobileNetV2(Classifier):
                 channels = out_channels
             blocks.append(nn.Sequential(*layers))
         last = int(LAST_CHANNELS * width_mult) if width_mult > 1.0 else LAST_CHANNELS
-        blocks.append(nn.Sequential(*_conv_bn(channels, last, 1)))
+        blocks.append(nn.Sequential(*conv_bn(channels, last, 1)))
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(last, num_classes)
