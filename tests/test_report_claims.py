@@ -454,3 +454,14 @@ def test_verdicts_that_cannot_be_written_are_a_warning_and_the_count_stands(
     assert [r.getMessage() for r in caplog.records] == ["no verdicts: No space left on device"]
     assert sweep.failed_jobs == 1 and sweep.summary_errors == []
     assert (directory / "summary.md").exists()
+
+
+def test_a_long_claim_wraps_in_the_plot_title(tmp_path):
+    says = "noise-robust losses give a higher test accuracy than CE at 40 % symmetric label noise"
+    rows = collect(claim_sweep(tmp_path))
+    judgement = judge_claim(rows, parse_claim({**CLAIM, "says": says}))
+    title = verdicts_figure(judgement).axes[0].get_title()
+    assert title == (
+        "noise-robust losses give a higher test accuracy than CE at 40 % symmetric label noise\n"
+        "(baseline loss=ce)"
+    )

@@ -14,6 +14,7 @@ import logging
 import math
 import statistics
 import sys
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -340,6 +341,7 @@ def print_summary(rows: list[Row], metrics: Sequence[str], title: str = "") -> N
 # -- the claim: verdicts.json, the Claim section of summary.md, verdicts.png, a table ----------
 VERDICTS_JSON = "verdicts.json"
 VERDICTS_PNG = "verdicts.png"
+TITLE_WIDTH = 90  # characters per line of verdicts.png's title: the figure is 9 inches wide
 # The verdict's colour on the terminal and in verdicts.png; any other verdict is yellow.
 VERDICT_STYLES = {verdicts.SUPPORTED: "green", verdicts.CONTRADICTED: "red"}
 VERDICT_COLORS = {verdicts.SUPPORTED: "tab:green", verdicts.CONTRADICTED: "tab:red"}
@@ -461,7 +463,8 @@ def verdicts_figure(judgement: Judgement) -> Any:
     ax.set_yticks(range(len(rows)), [short_label(v.label) for v in rows], fontsize=9)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel(f"Δ {judgement.claim.metric} (candidate − baseline), paired by seed")
-    ax.set_title(f"{judgement.claim.says or 'claim'} (baseline {judgement.baseline})", fontsize=11)
+    title = f"{judgement.claim.says or 'claim'} (baseline {judgement.baseline})"
+    ax.set_title(textwrap.fill(title, TITLE_WIDTH), fontsize=11)  # a long claim would be cut
     ax.grid(axis="x", alpha=0.3)
     return fig
 
