@@ -191,3 +191,27 @@ def test_flow_coupling_quick(tmp_path):
     assert bar["met"] == all(r <= bar["wcfm_over_icfm_max"] for r in ratios)
     assert ("bar missed" in stdout) == (not bar["met"])
     assert "B^" in readme_line(tmp_path, "flow_coupling")
+
+
+@pytest.mark.slow  # eight worker processes, each importing torch
+def test_sweep_threads_quick(tmp_path):
+    import os
+
+    data, stdout = run_quick("bench_sweep_threads", tmp_path)
+    cores = os.cpu_count()
+    names = {"1x1", f"1x{cores}", f"{cores}x1"}
+    assert set(data["layouts"]) == names
+    assert set(data["results"]) == {"mlp", "resnet8"}
+    for model, by_layout in data["results"].items():
+        assert set(by_layout) == names
+        base = by_layout["1x1"]["images_per_s"]
+        for name, entry in by_layout.items():
+            assert (entry["jobs"], entry["threads"]) == tuple(data["layouts"][name].values())
+            assert entry["images_per_s"] > 0 and len(entry["samples"]) == data["repeats"] == 1
+            assert math.isclose(entry["ratio_to_1x1"], entry["images_per_s"] / base)
+        best = max(by_layout, key=lambda n: by_layout[n]["images_per_s"])
+        assert data["best"][model] == best and f"(best {best})" in stdout
+    line = (tmp_path / "README.md").read_text().splitlines()[-1]
+    assert line.startswith(
+        "- `sweep_threads`: throughput of jobs x threads against 1 job x 1 thread"
+    )
