@@ -200,8 +200,10 @@ def test_readme_commands_are_found():
     assert "xent-run -m loss=ce,sce seed=0,1,2 headline=[test/acc,test/ece]" in lines
     slurm = next(c for c in commands if "hydra/launcher=slurm" in c.line)
     assert slurm.argv[-1] == "hydra.launcher.array_parallelism=8"
-    wandb = next(c for c in commands if c.env)
+    wandb = next(c for c in commands if "WANDB_MODE" in c.env)
     assert wandb.env == {"WANDB_MODE": "offline"} and wandb.program == "xent-run"
+    one_thread = next(c for c in commands if "OMP_NUM_THREADS" in c.env)
+    assert one_thread.env == {"OMP_NUM_THREADS": "1"} and one_thread.program == "xent-run"
     shown = [c for c in commands if c.expected_output]
     assert {"xent-run loss=nope", "xent-run los=sce"} <= {c.line for c in shown}
     assert all(c.expected_output.startswith("xent-run: error: ") for c in shown)
