@@ -849,7 +849,10 @@ def test_reshuffled_batches_draw_pass_k_from_seed_times_1_000_003_plus_k():
 
 def test_stream_constructor_errors_are_one_line(tmp_path):
     cases = [
-        ({"variant": "svhn"}, "data.variant='svhn' is not one of cifar10, cifar100, digits32"),
+        (
+            {"variant": "svhn"},
+            "data.variant='svhn' is not one of cifar10, cifar100, digits32, fashion_mnist32",
+        ),
         ({"num_classes": 100}, "data.num_classes=100 but cifar10 has 10"),
         ({"in_channels": 1}, "data.in_channels=1, data.image_size=32: the corrupted layout is "
          "32x32 RGB; use in_channels=3, image_size=32"),

@@ -303,7 +303,7 @@ def test_the_readme_example_rejudges_a_sweep(tmp_path, monkeypatch, capsys):
     [line] = [
         line.split(" #")[0]
         for line in (REPO / "README.md").read_text().splitlines()
-        if line.startswith("xent-report ") and " claim." in line
+        if line.startswith("xent-report outputs/pld_digits ") and " claim." in line
     ]
     words = shlex.split(line)
     directory = claim_sweep(tmp_path, claim=None)
@@ -378,6 +378,10 @@ def test_the_preflight_checks_the_claims_structure(tmp_path):
     check_claim(OmegaConf.create({"claim": CLAIM}))
     with pytest.raises(ConfigError, match=r"^claim.min_effect=-1 must be a number >= 0$"):
         check_claim(OmegaConf.create({"claim": {**CLAIM, "min_effect": -1}}))
+
+
+@pytest.mark.slow  # an xent-run process: the check above, seen from the command line
+def test_xent_run_refuses_a_malformed_claim_before_writing(tmp_path):
     run_dir = tmp_path / "run"
     proc = xent_run(
         "claim={metric: test/acc, higher_is_better: true, baseline: {loss: ce}, mineffect: 1}",
@@ -397,6 +401,10 @@ def test_a_sweep_with_a_malformed_claim_stops_before_any_job(tmp_path, capsys):
     )
     SweepSummary().on_multirun_start(sweep_config(tmp_path, claim=CLAIM))  # a good one passes
     SweepSummary().on_multirun_start(sweep_config(tmp_path))  # and no claim
+
+
+@pytest.mark.slow  # an xent-run -m process
+def test_a_malformed_claim_leaves_an_earlier_sweep_in_its_dir_as_it_was(tmp_path):
     # an earlier sweep in the dir stays as it is: the claim is checked before it is archived
     directory = claim_sweep(tmp_path, accs={"ce": [0.8]})
     (directory / "multirun.yaml").write_text("earlier")
