@@ -192,3 +192,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     tests = sum(len(terminalreporter.stats.get(key, [])) for key in counted)
     whole = not config.args or [Path(a).resolve() for a in config.args] == [Path(__file__).parent]
     terminalreporter.write_line(tier_line(config.option.markexpr or "", seconds, tests, whole))
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`xent-report ARGS` in-process (so mutants are seen): its exit code, stdout and stderr.
+    argv[0] is what `python -m xent.runner.report` sets; the messages still say xent-report."""
+    from xent.runner import report
+
+    monkeypatch.setattr(sys, "argv", [report.__file__, *map(str, args)])
+    with pytest.raises(SystemExit) as info:
+        report.main()
+    out, err = capsys.readouterr()
+    return info.value.code, out, err

@@ -13,7 +13,7 @@ import yaml
 from matplotlib.collections import PathCollection
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, assert_one_line_error, xent_run
+from tests.conftest import REPO, assert_one_line_error, run_main, xent_run
 from tests.test_report import fake_job, run_report
 from tests.test_sweep_mutants import FakeWandb
 from xent.errors import ConfigError
@@ -75,14 +75,6 @@ def claim_sweep(tmp_path, claim=CLAIM, accs=ACCS):
             (directory / str(num) / ".hydra" / "config.yaml").write_text(config)
             num += 1
     return directory
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", [report.__file__, *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        report.main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def claim_lines(directory):

@@ -7,12 +7,12 @@ import csv
 import logging
 import math
 import statistics
-import sys
 
 import pytest
 import yaml
 from matplotlib.colors import to_rgba
 
+from tests.conftest import run_main
 from tests.test_report import fake_job
 from xent.runner import report
 from xent.runner.report import (
@@ -461,15 +461,6 @@ def test_summarize_writes_everything_and_says_when_nothing_can_be_drawn(
         "matplotlib is not installed: no summary.png"
     ]
     assert console.printed[0][0][0].title == "sweep summary"  # no title given
-
-
-def run_main(monkeypatch, capsys, *args):
-    # argv[0] as `python -m xent.runner.report` sets it: the messages still say xent-report
-    monkeypatch.setattr(sys, "argv", [report.__file__, *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        report.main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def small_sweep(tmp_path, headline=None, failed=False):
