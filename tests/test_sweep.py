@@ -85,7 +85,8 @@ BAD = {
     ),
     "unknown experiment": (
         ["-m", "experiment=nope"],
-        "experiment=nope is not an option; valid: anyloss_breast_cancer, hlgauss_diabetes,",
+        "experiment=nope is not an option; valid: anyloss_breast_cancer, distill_fashion, "
+        "hlgauss_diabetes,",
     ),
 }
 
