@@ -38,6 +38,13 @@ class LMLoss(nn.Module):
     target_kind = "tokens"
     needs_full_logits = False
 
+    def check_head(self, head: str) -> None:
+        """Raise ValueError with one line (`lm.head=... must be ...`) where this loss cannot run
+        with `head`: an unknown head, a memory-lean head for a loss that needs full logits, `cce`
+        without its package. Called by the task's preflight, before anything is written."""
+        if head not in HEADS:
+            raise ValueError(f"lm.head={head} must be one of {', '.join(HEADS)}")
+
     def forward(
         self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, head: str = "dense"
     ) -> LMLossOutput:
