@@ -28,8 +28,13 @@ def test_groups_hold_the_options_the_readme_promises():
 
 @pytest.mark.parametrize("name", options("data"))
 def test_data_option_builds_with_declared_shape(tmp_path, name):
-    cfg = composed(tmp_path, f"data={name}")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be\n" * 20)
+    cfg = composed(tmp_path, f"data={name}", *([f"data.path={corpus}"] if name == "text" else []))
     dm = instantiate(cfg.data)
+    if dm.target_kind == "tokens":  # text corpora (task=lm): token windows of the model's context
+        assert dm.block_size == cfg.data.block_size == 64
+        return
     assert dm.num_classes == cfg.data.num_classes
     if "in_channels" in cfg.data:  # images: the shape is (C, H, W)
         shape = [cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size]

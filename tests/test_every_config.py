@@ -31,7 +31,8 @@ def task_config(tmp_path: Path, name: str):
 
 @pytest.mark.parametrize("name", TASKS)
 def test_task_config_composes_into_a_task_the_preflight_knows(tmp_path, name):
-    first = (CONF / "task" / f"{name}.yaml").read_text().splitlines()[0]
+    lines = (CONF / "task" / f"{name}.yaml").read_text().splitlines()
+    first = lines[1] if lines[0].startswith("# @package") else lines[0]  # after Hydra's header
     assert first.startswith("# ") and len(first) > 20  # one-line comment: what the task does
     cfg = task_config(tmp_path, name)
     task_class = get_class(cfg._target_)

@@ -15,7 +15,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from xent.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED
-from xent.runner.command_line import CONF_DIR, check_overrides, conf_dirs_of, group_options
+from xent.runner.command_line import (
+    CONF_DIR,
+    check_overrides,
+    conf_dirs_of,
+    group_options,
+    with_task_defaults,
+)
 from xent.runner.quick_help import HELP_FLAGS, share_group_listing_repository
 
 CONFIG_MODULE = "xent.conf"
@@ -230,7 +236,7 @@ def main() -> None:
     global _show_tracebacks
     user_wants_traceback = _show_tracebacks = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's printer
-    argv = sys.argv[1:]
+    argv = sys.argv[1:] = with_task_defaults(sys.argv[1:])
     try:
         check_overrides(argv)
         check_launcher(argv)

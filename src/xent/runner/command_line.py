@@ -191,3 +191,43 @@ def check_overrides(argv: list[str]) -> None:
     check_search_path(overrides)
     if not MULTIRUN_FLAGS & set(argv):
         check_sweeps_need_multirun(overrides)
+
+
+def _task_target(name: str, dirs: tuple[Path, ...]) -> str | None:
+    """The `_target_` of task option `name` (its file's own key, or `task._target_` in a
+    `_global_` file), from the last folder that has it."""
+    for folder in reversed(dirs):
+        path = folder / "task" / f"{name}.yaml"
+        if path.is_file():
+            node = yaml.safe_load(path.read_text()) or {}
+            return node.get("_target_") or (node.get("task") or {}).get("_target_")
+    return None
+
+
+def with_task_defaults(argv: list[str]) -> list[str]:
+    """`task=NAME` on the command line also selects the options its class lists in
+    `group_defaults` (task=lm: data=shakespeare, model=gpt_tiny, ...) for each group the
+    command leaves alone. An experiment picks its own groups: then nothing is added."""
+    if not is_run(argv):
+        return argv
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [arg for arg in argv if arg not in MULTIRUN_FLAGS]
+        )
+    except HydraException:
+        return argv
+    named = {o.key_or_group.lstrip("+~").split("@")[0] for o in overrides}
+    task = [o for o in overrides if o.key_or_group == "task" and not o.is_sweep_override()]
+    if not task or "experiment" in named:
+        return argv
+    target = _task_target(str(task[-1].value()), conf_dirs(overrides))
+    if not target:
+        return argv
+    from hydra.utils import get_class
+
+    try:
+        defaults = getattr(get_class(target), "group_defaults", {})
+    except Exception:  # noqa: BLE001 - an unimportable task is the preflight's to report
+        return argv
+    added = [f"{group}={option}" for group, option in defaults.items() if group not in named]
+    return [*argv, *added]

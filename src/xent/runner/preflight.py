@@ -27,7 +27,7 @@ from xent.checks import (
 )
 from xent.errors import ConfigError
 from xent.runner.verdicts import claim_from_config
-from xent.tasks.probes import DATA_KIND_WORDS, loss_kind
+from xent.tasks.probes import DATA_KIND_WORDS
 
 EVAL_CKPT_CHOICES = ("last", "best")
 
@@ -105,7 +105,7 @@ def check_loss_inputs(cfg: DictConfig, loss: torch.nn.Module) -> None:
     """A loss that needs a target or input the task cannot give fails now, naming both."""
     task_cls = task_class(cfg)
     loss_name, task_name = choice_name(cfg, "loss"), choice_name(cfg, "task")
-    kind = loss_kind(loss)
+    kind = task_cls.loss_target_kind(loss)
     if kind != task_cls.target_kind:
         raise ConfigError(
             f"{loss_name} trains on {DATA_KIND_WORDS.get(kind, kind)} but {task_name} needs "

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xent.pretrained import RunTrainer
-from xent.tasks.probes import check_data_fits, probe_model
+from xent.tasks.probes import check_data_fits, loss_kind, probe_model
 
 __all__ = ["Prepared", "RunTrainer", "Task"]
 
@@ -46,7 +46,8 @@ class Task(L.LightningModule):
     measured on the best checkpoint), `summary_keys` (a sweep table's columns, in order),
     `fits` (False: the run only tests), `trainer_overrides` (Trainer arguments it needs) and
     `resume_keys` (config nodes a resume must keep, beyond the ones every run has). And
-    classmethods: `provided_inputs` (the extra loss inputs it gives), `check_data`, `check`
+    classmethods: `loss_target_kind` (what a loss trains on, as the task sees it),
+    `provided_inputs` (the extra loss inputs it gives), `check_data`, `check`
     (before anything is written) and `prepare` (a teacher or source model, when it needs one).
     """
 
@@ -60,11 +61,21 @@ class Task(L.LightningModule):
     fits: ClassVar[bool] = True
     trainer_overrides: ClassVar[dict[str, Any]] = {}
     resume_keys: ClassVar[tuple[str, ...]] = ()
+    # Options of other groups that `task=<this>` on the command line selects where the command
+    # names none for that group (xent.runner.command_line.with_task_defaults): a task config
+    # comes before data and model in the defaults list, so it cannot override them itself.
+    group_defaults: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def provided_inputs(cls, **task_cfg: Any) -> tuple[str, ...]:
         """The extra loss inputs (`loss.requires`) this task can give, for its config."""
         return ()
+
+    @classmethod
+    def loss_target_kind(cls, loss: nn.Module) -> str:
+        """What `loss` trains on, as this task sees it (compared with `target_kind`); a task
+        that adapts other losses (task=lm runs the classify CE losses on tokens) says so here."""
+        return loss_kind(loss)
 
     @classmethod
     def check_data(cls, cfg: DictConfig) -> None:

@@ -1,0 +1,71 @@
+"""task=lm end to end: a tiny corpus written here, a few optimizer steps, the run dir it leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import xent_run
+
+# The keys a task=lm run writes to metrics.json (char tokeniser: bpc as well as bpb).
+METRIC_KEYS = {
+    "status", "seed", "epochs", "train_time_s", "test_time_s", "summary_keys",
+    "model/n_params", "data/vocab_size",
+    "train/loss", "train/lse_mean", "train/tokens", "train/tokens_per_s",
+    "val/loss", "val/bpc", "val/bpb", "val/ppl", "val/acc",
+    "test/loss", "test/bpc", "test/bpb", "test/ppl", "test/acc",
+    "best/val_loss", "best/test_loss",
+}  # fmt: skip
+# What seed 0 gives on TINY_RUN: the exact values, so a change to the data, model, schedule or
+# loss path shows here.
+EXPECTED = {"val/loss": 2.6407, "best/val_loss": 2.6407, "test/loss": 2.6102}
+
+
+def tiny_corpus(folder: Path) -> Path:
+    """About 12 KB of lines with some structure to learn."""
+    path = folder / "corpus.txt"
+    path.write_text("".join(f"line {i}: the quick brown fox jumps {i % 7}\n" for i in range(300)))
+    return path
+
+
+def tiny_run(folder: Path, *extra: str):
+    corpus = tiny_corpus(folder)
+    return xent_run(
+        "task=lm",
+        "data=text",
+        f"data.path={corpus}",
+        f"paths.data_dir={folder / 'data'}",
+        "model.block_size=16",
+        "data.batch_size=4",
+        "data.eval_interval=10",
+        "data.eval_batches=2",
+        "trainer.max_steps=20",
+        "sched.warmup_steps=2",
+        "task.sample_tokens=40",
+        f"hydra.run.dir={folder / 'run'}",
+        *extra,
+        cwd=folder,
+    )
+
+
+def test_a_tiny_lm_run_writes_its_metrics_and_samples(tmp_path):
+    proc = tiny_run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == METRIC_KEYS
+    assert metrics["status"] == "ok" and metrics["epochs"] == 2
+    assert metrics["train/tokens"] == 20 * 4 * 16  # steps x batch x block
+    vocab = len(set((tmp_path / "corpus.txt").read_text()))
+    assert metrics["data/vocab_size"] == vocab
+    n_embd, n_layer = 64, 2  # gpt_tiny
+    per_block = 12 * n_embd**2 + 2 * n_embd  # attention + MLP matrices, two LayerNorm weights
+    assert metrics["model/n_params"] == vocab * n_embd + n_layer * per_block + n_embd
+    assert {k: round(metrics[k], 4) for k in EXPECTED} == EXPECTED
+    assert metrics["val/bpc"] == pytest.approx(metrics["val/loss"] / 0.6931471805599453)
+    assert metrics["val/bpb"] == pytest.approx(metrics["val/bpc"])  # ASCII: a byte per char
+    samples = (run / "samples.txt").read_text().split("--- sample ")
+    assert len(samples) == 4 and samples[0] == ""
+    assert all(s.startswith(f"{i} (temperature 0.8) ---\n") for i, s in enumerate(samples[1:], 1))
