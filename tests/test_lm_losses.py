@@ -121,8 +121,8 @@ def test_token_ce_is_torch_cross_entropy(smoothing):
 
 
 def test_z_loss_adds_coef_times_mean_squared_lse():
-    """PaLM: CE + 1e-4·(log Z)², averaged over trained tokens (losses.md §7b); the value and
-    the gradient of t5x's custom VJP, (1 + 2·z·lse)·softmax − onehot, on the logits."""
+    """PaLM: CE + z·(log Z)², averaged over trained tokens (docs/methods/lm_losses.md §2); the
+    value and the gradient of t5x's custom VJP, (1 + 2·z·lse)·softmax − onehot, on the logits."""
     hidden, weight, target = batch(torch.float64)
     logits, kept_target = dense_logits(hidden, weight, target)
     logits = logits.detach().requires_grad_()
@@ -277,7 +277,7 @@ def coverage_weight(n: int, p: float) -> float:
 
 
 def test_dco_gradient_is_the_coverage_weight():
-    """losses.md §12: F(16, 0.1) = 0.404, F(256, 0.01) = 0.214, F(16, 0.5) ≈ 2e-4."""
+    """docs/methods/lm_losses.md §4: F(16, 0.1) = 0.404, F(256, 0.01) = 0.214, F(16, 0.5) ≈ 2e-4."""
     assert round(coverage_weight(16, 0.1), 3) == 0.404
     assert round(coverage_weight(256, 0.01), 3) == 0.214
     assert coverage_weight(16, 0.5) == pytest.approx(16 * 0.5**16 / (1 - 0.5**16))

@@ -1,4 +1,6 @@
-"""DCO, Direct Coverage Optimisation (Chen et al. 2025), on whole answers (losses.md §12).
+"""DCO, Direct Coverage Optimisation (Chen et al. 2025), on whole answers.
+
+Docs: docs/methods/lm_losses.md §4.
 
 With p̂ the probability of a sequence's whole answer (log p̂ = the sum of the token
 log-probabilities over the answer span: the positions whose target is not IGNORE_INDEX),

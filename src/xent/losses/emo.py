@@ -1,4 +1,6 @@
-"""EMO, Earth Mover Distance Optimisation (Ren et al., ICLR 2024), on tokens (losses.md §14).
+"""EMO, Earth Mover Distance Optimisation (Ren et al., ICLR 2024), on tokens.
+
+Docs: docs/methods/lm_losses.md §3.
 
 For a one-hot target y the earth mover distance between the model's Q and the target is
 bounded by the transport cost of moving all of Q onto y,
