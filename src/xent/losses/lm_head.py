@@ -134,7 +134,8 @@ def token_lse(
         return upcast(hidden @ weight.T).logsumexp(-1)
     if head == "chunked" and not torch_fused_available():
         return chunked_lse(hidden, weight)
-    return fused_nll(hidden, weight, target, head, "none") + target_logit(hidden, weight, target)
+    nll = upcast(fused_nll(hidden, weight, target, head, "none"))
+    return nll + target_logit(hidden, weight, target)
 
 
 def mean_token_nll(
@@ -145,7 +146,7 @@ def mean_token_nll(
         return F.cross_entropy(upcast(hidden @ weight.T), target)
     if head == "chunked" and not torch_fused_available():
         return (chunked_lse(hidden, weight) - target_logit(hidden, weight, target)).mean()
-    return fused_nll(hidden, weight, target, head, "mean")
+    return upcast(fused_nll(hidden, weight, target, head, "mean"))
 
 
 def trained_rows(
