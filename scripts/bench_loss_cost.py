@@ -127,6 +127,8 @@ def exclusion(loss: torch.nn.Module) -> str | None:
         return "regression loss: real-valued targets, not class logits"
     if kind == "flow":
         return "flow-matching loss: a velocity net on point pairs (see bench_flow_coupling)"
+    if kind == "tokens":
+        return "token loss of task=lm: hidden states and the head weight (see bench_lm_head)"
     return None
 
 

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOSS_CONF = REPO / "src" / "xent" / "conf" / "loss"
 # Not classification losses on class logits, so loss_cost leaves them out (its docstring says
 # why); any other config in conf/loss must be benchmarked.
-NOT_CLASSIFICATION = {"mse", "hlgauss", "cfm", "otcfm", "wcfm"}
+NOT_CLASSIFICATION = {"mse", "hlgauss", "cfm", "otcfm", "wcfm", "emo", "dco"}
 BINARY_ONLY = {"anyloss"}
 
 

@@ -28,6 +28,7 @@ from xent.losses import (
     SCELoss,
     ZLoss,
 )
+from xent.losses.lm import IGNORE_INDEX, LMLoss
 
 LOSS_CONF = Path(__file__).resolve().parents[1] / "src" / "xent" / "conf" / "loss"
 K = 10
@@ -621,6 +622,19 @@ def flow_loss_trains_a_step(loss: FlowMatchingLoss) -> None:
     assert sum(g.abs().sum() for g in grads) > 0
 
 
+def token_loss_trains_a_step(loss: LMLoss) -> None:
+    """A (2, 8) batch whose first three targets of each row are a masked prompt."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 8, 4, generator=gen, requires_grad=True)
+    weight = torch.randn(K, 4, generator=gen)
+    target = torch.randint(0, K, (2, 8), generator=gen)
+    target[:, :3] = IGNORE_INDEX
+    value = loss(hidden, weight, target).loss
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    assert torch.isfinite(hidden.grad).all() and hidden.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_composes_instantiates_and_trains(path):
     first = path.read_text().splitlines()[0]
@@ -635,6 +649,9 @@ def test_config_composes_instantiates_and_trains(path):
     loss = instantiate(composed)
     if isinstance(loss, FlowMatchingLoss):  # flow matching: a velocity net on (x0, x1) pairs
         flow_loss_trains_a_step(loss)
+        return
+    if isinstance(loss, LMLoss):  # task=lm: hidden states, the head weight, token targets
+        token_loss_trains_a_step(loss)
         return
     requires = getattr(loss, "requires", ())
     assert isinstance(requires, tuple)

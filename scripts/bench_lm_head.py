@@ -1,0 +1,241 @@
+"""Memory and time of the LM head modes, dense vs chunked vs cce (issue 19).
+
+`python scripts/bench_lm_head.py [--out DIR] [--quick] [--threads N]` writes
+`DIR/lm_head.json` and the `lm_head` line of `DIR/README.md` (DIR defaults to benchmarks/).
+
+What is measured: one forward+backward of token CE as task=lm calls it,
+`TokenCE()(hidden, weight, target, head).loss.backward()`, with hidden (1, N, D) and the head
+weight (V, D) both requiring grad, at N = 8192 tokens, D = 512 and V = 8k, 32k, 128k, for
+`lm.head=dense` (the (N, V) logits materialised), `chunked` (torch's fused linear
+cross-entropy, chunked; at 32k also our fallback autograd function, `chunked_ours`) and `cce`
+(Cut Cross-Entropy, impl=torch_compile on the CPU, impl=cce on an Ampere+ GPU). `--quick`:
+N = 256, D = 32, V = 2048, one repeat, without cce.
+
+- **Extra peak memory**, CPU: each (head, V) runs in a fresh subprocess, which builds its
+  inputs, for cce runs one untimed step (it compiles there), resets the kernel's peak-RSS counter
+  (`echo 5 > /proc/self/clear_refs`), runs one step and reports VmHWM − VmRSS (the peak
+  resident set during the step above what was resident before it). It counts every byte the
+  step allocates: the logits and their softmax, and the gradients of hidden and weight (N·D + V·D
+  floats, the same for every head). On a GPU: `torch.cuda.max_memory_allocated` minus the
+  allocated bytes before the step.
+- **Time**: in one process per V, the heads interleaved (`xent.bench_harness.interleaved`),
+  median wall seconds of a step over the repeats; ratios against dense from the same run.
+- **Same loss**: each head's loss value against dense's (max absolute difference).
+
+Bar (issue 19): at V = 32k, chunked <= 0.1x dense's extra memory and <= 1.3x its time. A
+missed bar is reported (output and `"bar": {"met": false}`), not raised. Dense at V = 128k
+needs ~12 GiB (three (N, V) float32 tensors); where the machine has less memory available
+than 1.5x that, it is recorded as skipped, not run into the OOM killer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xent.bench_harness import ROOT, bench_parser, interleaved, median, write_result
+from xent.losses.lm import TokenCE
+
+NAME = "lm_head"
+TOKENS, DIM = 8192, 512
+VOCABS = (8192, 32768, 131072)
+QUICK = {"tokens": 256, "dim": 32, "vocabs": (2048,), "repeats": 1}
+HEADS = ("dense", "chunked", "cce")
+OURS = "chunked_ours"  # our ChunkedLogSumExp, torch's fused op switched off
+BAR_VOCAB, BAR_MEMORY, BAR_TIME = 32768, 0.1, 1.3
+MIB = 2**20
+
+
+def inputs(tokens: int, dim: int, vocab: int, device: str = "cpu", seed: int = 0):
+    """hidden (1, N, D), weight (V, D) (GPT-like scale, requiring grad), target (1, N)."""
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(1, tokens, dim, generator=gen).to(device).requires_grad_()
+    weight = (torch.randn(vocab, dim, generator=gen) * 0.02).to(device).requires_grad_()
+    target = torch.randint(vocab, (1, tokens), generator=gen).to(device)
+    return hidden, weight, target
+
+
+def step(head: str, hidden, weight, target) -> float:
+    """One forward+backward of token CE through `head`; returns the loss value."""
+    hidden.grad = weight.grad = None
+    if head == OURS:
+        from xent.losses import lm_head
+
+        fused = lm_head.torch_fused_available
+        lm_head.torch_fused_available = lambda: False
+        try:
+            return step("chunked", hidden, weight, target)
+        finally:
+            lm_head.torch_fused_available = fused
+    loss = TokenCE()(hidden, weight, target, head).loss
+    loss.backward()
+    return loss.item()
+
+
+def status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def measure_memory(head: str, tokens: int, dim: int, vocab: int) -> dict[str, Any]:
+    """Extra peak bytes of one step (run in a fresh process: see the module docstring)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    hidden, weight, target = inputs(tokens, dim, vocab, device)
+    if head == "cce":
+        step(head, hidden, weight, target)  # untimed: it compiles on the first call
+        hidden.grad = weight.grad = None
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step(head, hidden, weight, target)
+        torch.cuda.synchronize()
+        extra = torch.cuda.max_memory_allocated() - before
+        how = "torch.cuda.max_memory_allocated"
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+        before = status_kib("VmRSS")
+        step(head, hidden, weight, target)
+        extra = (status_kib("VmHWM") - before) * 1024
+        how = "peak RSS (VmHWM after clear_refs) - RSS before, fresh process"
+    return {"extra_peak_mib": round(extra / MIB, 1), "memory_method": how}
+
+
+def memory_in_subprocess(head: str, tokens: int, dim: int, vocab: int, threads: int):
+    cmd = [sys.executable, __file__, "--memory-of", head, str(tokens), str(dim), str(vocab)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def dense_fits(tokens: int, vocab: int) -> bool:
+    """Room for dense's ~3 (N, V) float32 tensors with half again to spare."""
+    need = 3 * tokens * vocab * 4 * 1.5
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024 > need
+    return True
+
+
+def heads_at(vocab: int, quick: bool) -> list[str]:
+    """--quick leaves cce out (it compiles for ~20-40 s in each process: the slow-tier tests
+    compare its values) and times our chunked fallback; the full run times it at V = 32k."""
+    if quick:
+        return ["dense", "chunked", OURS]
+    return [*HEADS, OURS] if vocab == BAR_VOCAB else list(HEADS)
+
+
+def bench_vocab(vocab: int, tokens: int, dim: int, repeats: int, threads: int) -> dict:
+    """Memory (a subprocess per head) and interleaved time of every head at one V."""
+    heads = heads_at(vocab, tokens != TOKENS)
+    skipped = {}
+    if not dense_fits(tokens, vocab):
+        heads.remove("dense")
+        skipped["dense"] = "not enough memory available for 3 (N, V) float32 tensors x 1.5"
+    memory = {h: memory_in_subprocess(h, tokens, dim, vocab, threads) for h in heads}
+    hidden, weight, target = inputs(tokens, dim, vocab)
+    losses = {h: step(h, hidden, weight, target) for h in heads}  # also the warm-up
+    times = interleaved(
+        {h: (lambda h=h: step(h, hidden, weight, target)) for h in heads}, repeats, warmup=0
+    )
+    row: dict[str, Any] = {"vocab": vocab, "skipped": skipped, "heads": {}}
+    for head in heads:
+        row["heads"][head] = {
+            **memory[head],
+            "time_s": round(median(times[head]), 4),
+            "times_s": [round(t, 4) for t in times[head]],
+            "loss": losses[head],
+        }
+    if "dense" in heads:
+        dense = row["heads"]["dense"]
+        for head in heads:
+            entry = row["heads"][head]
+            entry["loss_diff_vs_dense"] = abs(entry["loss"] - dense["loss"])
+            entry["time_vs_dense"] = round(entry["time_s"] / dense["time_s"], 3)
+            if "extra_peak_mib" in entry and "extra_peak_mib" in dense:
+                entry["memory_vs_dense"] = round(
+                    entry["extra_peak_mib"] / dense["extra_peak_mib"], 4
+                )
+    return row
+
+
+def bar(rows: list[dict]) -> dict[str, Any]:
+    at = next((r for r in rows if r["vocab"] == BAR_VOCAB), None)
+    if at is None or "dense" not in at["heads"]:
+        return {"met": None, "why": f"V={BAR_VOCAB} with dense not measured in this run"}
+    chunked = at["heads"]["chunked"]
+    memory, time_ratio = chunked.get("memory_vs_dense"), chunked["time_vs_dense"]
+    met = memory is not None and memory <= BAR_MEMORY and time_ratio <= BAR_TIME
+    return {
+        "vocab": BAR_VOCAB,
+        "chunked_memory_vs_dense": memory,
+        "chunked_time_vs_dense": time_ratio,
+        "limits": {"memory": BAR_MEMORY, "time": BAR_TIME},
+        "met": met,
+    }
+
+
+def summary(rows: list[dict], verdict: dict, tokens: int, dim: int, threads: int) -> str:
+    parts = []
+    for row in rows:
+        heads = row["heads"]
+        cells = []
+        for head in heads_at(row["vocab"], tokens != TOKENS):
+            if head in heads:
+                h = heads[head]
+                cells.append(f"{head} {h.get('extra_peak_mib', '?')} MiB {h['time_s']:.2f} s")
+            else:
+                cells.append(f"{head} skipped")
+        parts.append(f"V={row['vocab']}: " + ", ".join(cells))
+    if verdict["met"] is None:
+        tail = "bar not measured"
+    else:
+        tail = (
+            f"chunked/dense at V={BAR_VOCAB}: memory {verdict['chunked_memory_vs_dense']}x "
+            f"(bar <= {BAR_MEMORY}x), time {verdict['chunked_time_vs_dense']}x "
+            f"(bar <= {BAR_TIME}x): {'met' if verdict['met'] else 'missed'}"
+        )
+    return (
+        f"token CE fwd+bwd, N={tokens}, D={dim}, {threads} torch thread(s), extra peak memory "
+        f"and median time: {'; '.join(parts)}; {tail}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-of", nargs=4, metavar=("HEAD", "N", "D", "V"), help="internal")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_of:
+        head, *sizes = args.memory_of
+        print(json.dumps(measure_memory(head, *map(int, sizes))))
+        return
+    tokens, dim = (QUICK["tokens"], QUICK["dim"]) if args.quick else (TOKENS, DIM)
+    vocabs = QUICK["vocabs"] if args.quick else VOCABS
+    repeats = QUICK["repeats"] if args.quick else args.repeats
+    rows = []
+    for vocab in vocabs:
+        rows.append(bench_vocab(vocab, tokens, dim, repeats, args.threads))
+        print(json.dumps(rows[-1]), flush=True)
+    verdict = bar(rows)
+    line = summary(rows, verdict, tokens, dim, args.threads)
+    result = {"tokens": tokens, "dim": dim, "threads": args.threads, "rows": rows, "bar": verdict}
+    path = write_result(NAME, result, line, args.out)
+    print(line)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

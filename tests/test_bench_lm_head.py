@@ -1,0 +1,57 @@
+"""scripts/bench_lm_head.py (issue 19): the bar's arithmetic, and a --quick run whose JSON holds
+every head's memory, time and loss with ratios against dense, and its README line."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.test_bench_losses_flow import readme_line, run_quick, script
+
+
+def row(vocab, dense_mib, dense_s, chunked_mib, chunked_s):
+    heads = {
+        "dense": {"extra_peak_mib": dense_mib, "time_s": dense_s, "time_vs_dense": 1.0},
+        "chunked": {
+            "extra_peak_mib": chunked_mib,
+            "time_s": chunked_s,
+            "memory_vs_dense": chunked_mib / dense_mib,
+            "time_vs_dense": chunked_s / dense_s,
+        },
+    }
+    return {"vocab": vocab, "skipped": {}, "heads": heads}
+
+
+@pytest.mark.parametrize(
+    ("chunked_mib", "chunked_s", "met"),
+    [(96, 1.2, True), (400, 1.2, False), (96, 1.4, False), (307.2, 1.3, True)],
+)
+def test_bar_is_memory_and_time_of_chunked_at_32k(chunked_mib, chunked_s, met):
+    bench = script("bench_lm_head")
+    verdict = bench.bar(
+        [row(8192, 768, 0.25, 30, 0.3), row(32768, 3072, 1.0, chunked_mib, chunked_s)]
+    )
+    assert verdict["met"] is met
+    assert verdict["chunked_memory_vs_dense"] == chunked_mib / 3072
+    assert bench.bar([row(8192, 768, 0.25, 30, 0.3)])["met"] is None  # no V = 32k: no verdict
+
+
+@pytest.mark.slow  # ~40 s: three fresh processes for the memory, each importing torch
+def test_lm_head_quick(tmp_path):
+    data, stdout = run_quick("bench_lm_head", tmp_path)
+    assert (data["tokens"], data["dim"], data["threads"]) == (256, 32, 2)
+    (only,) = data["rows"]
+    assert only["vocab"] == 2048 and only["skipped"] == {}
+    heads = only["heads"]
+    assert list(heads) == ["dense", "chunked", "chunked_ours"]
+    dense = heads["dense"]
+    for name, entry in heads.items():
+        assert entry["memory_method"].startswith("peak RSS (VmHWM after clear_refs)"), name
+        assert entry["extra_peak_mib"] >= 0 and entry["time_s"] == entry["times_s"][0] > 0
+        assert math.isclose(entry["time_vs_dense"], entry["time_s"] / dense["time_s"], rel_tol=1e-2)
+        assert entry["loss_diff_vs_dense"] < 1e-5 and math.isfinite(entry["loss"])
+    assert data["bar"]["met"] is None
+    line = readme_line(tmp_path, "lm_head")
+    assert "N=256, D=32" in line and line.endswith(")") and "bar not measured" in line
+    assert "bar not measured" in stdout
