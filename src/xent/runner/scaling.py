@@ -355,9 +355,14 @@ def _log_axes(ax: Any) -> None:
     ax.set_yscale("log")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
-    plain = FuncFormatter(lambda value, _: f"{value:.3g}")
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+def _minor_label(value: float, _: Any) -> str:
+    """2, 3 and 5 times a power of ten are labelled, the other minor ticks not (they crowd)."""
+    mantissa = round(value / 10 ** math.floor(math.log10(value)), 6) if value > 0 else 0
+    return f"{value:.3g}" if mantissa in (2, 3, 5) else ""
 
 
 def exponent_words(fit: Fit) -> str:
