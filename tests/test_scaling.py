@@ -22,6 +22,7 @@ from xent.runner.scaling import CHINCHILLA, N_LAW, Point, fit_figure, fit_law, p
 TRUTH = {"E": 1.7, "A": 400.0, "α": 0.34, "B": 410.0, "β": 0.28}
 SIZES = np.geomspace(1e4, 1e7, 8)
 NOISE = 0.005  # the std of log L's noise: half a percent
+DROP = object()  # a key of `extra` with this value is left out of the job's metrics.json
 
 
 def law(n_params: float, tokens: float | None = None) -> float:
@@ -44,8 +45,8 @@ def law_sweep(tmp_path, sizes=SIZES, tokens=(None,), noise=NOISE, seed=0, extra=
         if d is not None:
             metrics["train/tokens"] = d
         overrides = [f"model.hidden={num}", "seed=0"] + ([f"tokens={d:g}"] if d else [])
-        metrics.update((extra or {}).get(num, {}))  # a None drops the key
-        ok = {key: value for key, value in metrics.items() if value is not None}
+        metrics.update((extra or {}).get(num, {}))
+        ok = {key: value for key, value in metrics.items() if value is not DROP}
         fake_job(sweep, num, overrides, ok, columns=[])
     return sweep
 
@@ -150,6 +151,24 @@ def test_the_chinchilla_plot_has_a_curve_per_token_count(few_resamples):
     assert ax.get_legend_handles_labels()[1][:2] == ["jobs (n=4), D = 1e+08", "fit, D = 1e+08"]
 
 
+def test_the_gradient_is_the_objectives():
+    """The analytic gradient L-BFGS-B is given matches finite differences, for both laws."""
+    from scipy.optimize import approx_fprime
+
+    rng = np.random.default_rng(2)
+    log_x = np.log(np.column_stack([SIZES, np.geomspace(1e8, 1e11, len(SIZES))]))
+    log_y = np.log([law(n, d) for n, d in np.exp(log_x)]) + rng.normal(0, 0.01, len(SIZES))
+
+    def value(theta, x):
+        return scaling.objective(theta, x, log_y)[0]
+
+    for variables, theta in ((1, [0.4, 6.0, 0.3]), (2, [0.4, 6.0, 0.3, 6.2, 0.25])):
+        x, theta = log_x[:, :variables], np.array(theta)
+        _, grad = scaling.objective(theta, x, log_y)
+        numeric = approx_fprime(theta, value, 1e-7, x)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
+
+
 def test_a_law_in_n_alone_when_every_job_trained_on_the_same_tokens():
     points = [Point(str(i), n, law(n), 1e9) for i, n in enumerate(SIZES[:4])]
     assert scaling.choose_law(points) == N_LAW
@@ -180,13 +199,13 @@ BAD_SWEEPS = {
         "so the fit needs at least 6",
     ),
     "no n_params": (
-        dict(extra={2: {"model/n_params": None}}),
+        dict(extra={2: {"model/n_params": DROP}}),
         [],
         HEAD + "job 2 (model.hidden=2 seed=0) has no 'model/n_params' in its metrics.json "
         "(the fit needs each job's parameter count)",
     ),
     "no metric in one job": (
-        dict(extra={3: {"best/val_loss": None}}),
+        dict(extra={3: {"best/val_loss": DROP}}),
         [],
         HEAD + "job 3 (model.hidden=3 seed=0) has no 'best/val_loss' in its metrics.json "
         "(choose the loss with --fit-metric)",
@@ -203,6 +222,12 @@ BAD_SWEEPS = {
         HEAD + "job 4 (model.hidden=4 seed=0) has best/val_loss=-0.5; the fit takes logs, so it "
         "must be positive",
     ),
+    "diverged": (
+        dict(extra={6: {"best/val_loss": None}}),  # a NaN, as metrics.json writes it
+        [],
+        HEAD + "job 6 (model.hidden=6 seed=0) has best/val_loss=null (NaN or infinite); the fit "
+        "takes logs, so it must be positive",
+    ),
     "zero tokens": (
         dict(tokens=(1e9,), extra={0: {"train/tokens": 0}}),
         [],
@@ -215,7 +240,7 @@ BAD_SWEEPS = {
         HEAD + "every job has model/n_params=1000; the fit needs a sweep over model sizes",
     ),
     "tokens in some jobs only": (
-        dict(tokens=(1e9,), extra={5: {"train/tokens": None}}),
+        dict(tokens=(1e9,), extra={5: {"train/tokens": DROP}}),
         [],
         HEAD + "job 5 has no 'train/tokens' while 7 other job(s) do; the fit needs it from "
         "every job or from none",

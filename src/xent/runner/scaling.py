@@ -136,7 +136,7 @@ def _point(job: Path, result: dict[str, Any], metric: str) -> Point:
     name = _job_name(job)
     n_params = _positive(result, N_KEY, name, "the fit needs each job's parameter count")
     value = _positive(result, metric, name, "choose the loss with --fit-metric")
-    tokens = _positive(result, D_KEY, name, "") if D_KEY in result else None
+    tokens = _positive(result, D_KEY, name, "the tokens it trained on") if D_KEY in result else None
     return Point(job.name, n_params, value, tokens)
 
 
@@ -147,14 +147,18 @@ def _job_name(job: Path) -> str:
 
 
 def _positive(result: dict[str, Any], key: str, job: str, hint: str) -> float:
+    """result[key] as a float; ConfigError when it is missing, null (how metrics.json writes a
+    NaN or an infinity: a diverged run) or not positive."""
     value = result.get(key)
-    if not isinstance(value, int | float) or isinstance(value, bool):
+    if key in result and value is None:
+        shown: Any = "null (NaN or infinite)"
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isfinite(value) and value > 0:
+            return float(value)
+        shown = value
+    else:
         raise ConfigError(f"--fit: {job} has no '{key}' in its metrics.json ({hint})")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(
-            f"--fit: {job} has {key}={value}; the fit takes logs, so it must be positive"
-        )
-    return float(value)
+    raise ConfigError(f"--fit: {job} has {key}={shown}; the fit takes logs, so it must be positive")
 
 
 def choose_law(points: Sequence[Point]) -> Law:
