@@ -51,6 +51,7 @@ def test_default_run_learns_digits_and_writes_the_run_dir(default_run):
     assert result["status"] == "ok" and result["seed"] == 0 and result["epochs"] == 20
     assert result["test/acc"] >= 0.95
     assert 0 <= result["test/ece"] < 0.1 and result["test/nll"] < 0.3
+    assert result["model/n_params"] == 65_834  # the default cnn's size: N of xent-report --fit
     # the resolved config: no interpolation left, and it names the choices
     saved = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "${" not in saved and "xent.data.digits.DigitsDataModule" in saved

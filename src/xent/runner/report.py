@@ -25,6 +25,15 @@ import yaml
 
 from xent.errors import ConfigError
 from xent.runner import verdicts
+from xent.runner.scaling import (
+    DEFAULT_METRIC,
+    FIT_JSON,
+    FIT_PNG,
+    Point,
+    choose_law,
+    fit_points,
+    report_fit,
+)
 from xent.runner.verdicts import Claim, Judgement, Verdict
 
 log = logging.getLogger("xent")
@@ -511,7 +520,7 @@ def _first(ax: Any, label: str) -> str | None:
 
 
 def main() -> None:
-    """Entry point of `xent-report SWEEP_DIR [claim.KEY=VALUE ...] [--metric M ...]`."""
+    """Entry point of `xent-report SWEEP_DIR [claim.KEY=VALUE ...] [--metric M ...] [--fit]`."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -538,6 +547,18 @@ def main() -> None:
         help="metrics to show (repeatable, or comma-separated); default: the sweep's `headline` "
         "(saved in its jobs' configs), else every metric the jobs reported",
     )
+    parser.add_argument(
+        "--fit",
+        action="store_true",
+        help="fit a scaling law L = E + A/N^α (+ B/D^β when the jobs' train/tokens differ) to "
+        "the jobs' model/n_params and loss: fit.json, fit.png (docs/methods/scaling.md)",
+    )
+    parser.add_argument(
+        "--fit-metric",
+        default=None,
+        metavar="M",
+        help="the loss the fit takes (implies --fit); default: best/val_loss",
+    )
     args = parser.parse_intermixed_args()
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a directory (a sweep dir made by xent-run -m)")
@@ -553,18 +574,33 @@ def main() -> None:
     try:
         claim = claim_with_overrides(saved_setting(args.sweep_dir, "claim"), args.claim)
         judgement = judge_claim(rows, claim) if claim else None
+        fit_input = scaling_input(rows, args) if args.fit or args.fit_metric else None
     except ConfigError as err:
         fail(str(err))
     rows = summarize(args.sweep_dir, wanted)
     if judgement is not None:
         report_claim(args.sweep_dir, judgement)
+    if fit_input is not None:
+        report_fit(args.sweep_dir, *fit_input)
     plotted = " and summary.png" if (args.sweep_dir / "summary.png").exists() else ""
     claimed = ""
     if judgement is not None:
         drawn = (args.sweep_dir / VERDICTS_PNG).exists()
         claimed = f"; {VERDICTS_JSON}" + (f" and {VERDICTS_PNG}" if drawn else "")
-    print(f"wrote {args.sweep_dir / 'summary.csv'}, summary.md{plotted}{claimed}")
+    fitted = f"; {FIT_JSON}" + (f" and {FIT_PNG}" if (args.sweep_dir / FIT_PNG).exists() else "")
+    fitted = fitted if fit_input is not None else ""
+    print(f"wrote {args.sweep_dir / 'summary.csv'}, summary.md{plotted}{claimed}{fitted}")
     sys.exit(1 if any(row.failed for row in rows) else 0)
+
+
+def scaling_input(rows: list[Row], args: Any) -> tuple[list[Point], str]:
+    """`--fit`'s points and metric, checked before anything is written (ConfigError)."""
+    metric = args.fit_metric or DEFAULT_METRIC
+    if error := unreported_message(rows, [metric], "--fit-metric"):
+        raise ConfigError(error)
+    points = fit_points(job_dirs(args.sweep_dir), metric)
+    choose_law(points)  # enough points and sizes for the law
+    return points, metric
 
 
 def fail(message: str) -> NoReturn:

@@ -228,6 +228,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if task.best_key:
             metrics[task.best_key] = task.best_value
         metrics.update(_best_checkpoint_test(cfg, trainer, task, parts.datamodule, metrics))
+        # The model's size, N of `xent-report --fit`; a task that counts its own way (an LM
+        # without its embeddings) reports it itself, and its count stands.
+        metrics.setdefault("model/n_params", sum(p.numel() for p in parts.net.parameters()))
         metrics["status"] = "ok"
         return metrics
     except BaseException as err:
