@@ -169,6 +169,20 @@ def test_the_gradient_is_the_objectives():
         np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
 
 
+def test_no_usable_resample_leaves_the_intervals_empty(monkeypatch):
+    """No resample to refit (here: none drawn): no interval, and fit.json stays valid JSON."""
+    monkeypatch.setattr(scaling, "RESAMPLES", 0)
+    points = [Point(str(i), n, law(n)) for i, n in enumerate(SIZES[:4])]
+    fit = fit_law(points, "best/val_loss")
+    assert fit.resamples_used == 0
+    assert fit.as_dict()["parameters"]["α"] == {
+        "estimate": pytest.approx(TRUTH["α"], abs=1e-3),
+        "low": None,
+        "high": None,
+    }
+    assert fit.estimates["E"] == pytest.approx(TRUTH["E"], abs=1e-3)
+
+
 def test_a_law_in_n_alone_when_every_job_trained_on_the_same_tokens():
     points = [Point(str(i), n, law(n), 1e9) for i, n in enumerate(SIZES[:4])]
     assert scaling.choose_law(points) == N_LAW

@@ -96,8 +96,8 @@ class Fit:
             "parameters": {
                 name: {
                     "estimate": self.estimates[name],
-                    "low": self.intervals[name][0],
-                    "high": self.intervals[name][1],
+                    "low": _json_number(self.intervals[name][0]),
+                    "high": _json_number(self.intervals[name][1]),
                 }
                 for name in self.law.parameters
             },
@@ -116,6 +116,11 @@ class Fit:
                 for p in self.points
             ],
         }
+
+
+def _json_number(value: float) -> float | None:
+    """null for a NaN, as metrics.json writes one: the file stays valid JSON."""
+    return value if math.isfinite(value) else None
 
 
 # -- the points: one per finished job ---------------------------------------------------------
@@ -282,15 +287,19 @@ def fit_law(points: Sequence[Point], metric: str, law: Law | None = None) -> Fit
         best = _minimise(starts, log_x, log_y)
         refit_starts = [best.x, _best_start(starts, log_x, log_y)]
         samples = _bootstrap(law, refit_starts, log_x, log_y)
-    quantiles = ((1 - LEVEL) / 2, (1 + LEVEL) / 2)
-    intervals = {
-        name: tuple(float(q) for q in np.quantile(samples[:, i], quantiles))
-        for i, name in enumerate(law.parameters)
-    }
+    intervals = {name: _interval_of(samples[:, i]) for i, name in enumerate(law.parameters)}
     return Fit(
         law, metric, list(points), natural(law, best.x), intervals, float(best.fun),
         len(starts), len(samples),
     )  # fmt: skip
+
+
+def _interval_of(refits: np.ndarray) -> tuple[float, float]:
+    """The central LEVEL quantiles of one parameter's refits; NaN when no resample was usable."""
+    if not len(refits):
+        return math.nan, math.nan
+    low, high = np.quantile(refits, ((1 - LEVEL) / 2, (1 + LEVEL) / 2))
+    return float(low), float(high)
 
 
 def _bootstrap(
