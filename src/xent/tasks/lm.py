@@ -24,7 +24,7 @@ from xent.checks import choice_name, one_of
 from xent.errors import ConfigError, root_message
 from xent.losses.lm import HEADS, LMLoss, as_lm_loss
 from xent.tasks.base import Prepared, RunTrainer, Task
-from xent.tasks.probes import check_data_fits, loss_kind
+from xent.tasks.probes import check_data_fits, data_kind, loss_kind
 
 EVAL_SUMS = ("nll", "correct", "tokens", "bytes")
 
@@ -65,7 +65,13 @@ class LMTask(Task):
     def check_data(cls, cfg: DictConfig) -> None:
         """The data is a token corpus; its vocabulary size (known once it is tokenised) goes
         into `data.vocab_size`, which the model config reads."""
-        check_data_fits(cfg, cls, instead="data=shakespeare or data=text data.path=FILE")
+        if data_kind(cfg) != cls.target_kind:
+            check_data_fits(cfg, cls, instead="data=shakespeare or data=text data.path=FILE")
+        if "vocab_size" not in cfg.model:
+            raise ConfigError(
+                f"{choice_name(cfg, 'model')} is not a language model (it takes no vocab_size): "
+                "use model=gpt_tiny or model=gpt_nano"
+            )
         from hydra.utils import instantiate
 
         datamodule = instantiate(cfg.data)
@@ -79,9 +85,9 @@ class LMTask(Task):
     ) -> None:
         """lm.head suits the loss; the model runs on a window and the loss gives a scalar."""
         head = cfg.task.head
+        one_of("lm.head", head, HEADS)
         lm_loss = as_lm_loss(loss)
         try:
-            one_of("lm.head", head, HEADS, error=ValueError)
             lm_loss.check_head(head)
         except ValueError as err:
             raise ConfigError(f"{choice_name(cfg, 'loss')}: {root_message(err)}") from err
