@@ -419,6 +419,20 @@ CASES.update(
             (*LM, "model=cnn"),
             ("model=cnn is not a language model (it takes no vocab_size): use model=gpt_tiny",),
         ),
+        "lm: steps not a multiple of the eval interval": Case(
+            (*LM, "trainer.max_steps=300"),
+            (
+                "trainer.max_steps=300 must be a multiple of data.eval_interval=250 (validation "
+                "runs every eval_interval steps, and so at the end)",
+            ),
+        ),
+        "lm: a trainer without steps": Case(
+            (*LM, "trainer=default"),
+            (
+                "trainer=default has no max_steps, but task=lm counts optimizer steps: "
+                "use trainer=lm",
+            ),
+        ),
         "lm: a class loss": Case(
             (*LM, "loss=focal"),
             ("loss=focal trains on class labels but task=lm needs a token loss",),

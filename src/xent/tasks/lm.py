@@ -17,16 +17,34 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from xent.checks import choice_name, one_of
+from xent.checks import choice_name, integer, one_of
 from xent.errors import ConfigError, root_message
 from xent.losses.lm import HEADS, LMLoss, as_lm_loss
 from xent.tasks.base import Prepared, RunTrainer, Task
 from xent.tasks.probes import check_data_fits, data_kind, loss_kind
 
 EVAL_SUMS = ("nll", "correct", "tokens", "bytes")
+
+
+def check_steps(cfg: DictConfig) -> None:
+    """The run counts optimizer steps and ends validated: `trainer.max_steps` is a multiple of
+    `data.eval_interval` (Lightning does not validate an epoch that max_steps cuts short)."""
+    steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    if steps is None:
+        raise ConfigError(
+            f"{choice_name(cfg, 'trainer')} has no max_steps, but task=lm counts optimizer steps: "
+            "use trainer=lm"
+        )
+    integer("trainer.max_steps", steps, at_least=1)
+    interval = int(cfg.data.eval_interval)
+    if steps % interval:
+        raise ConfigError(
+            f"trainer.max_steps={steps} must be a multiple of data.eval_interval={interval} "
+            "(validation runs every eval_interval steps, and so at the end)"
+        )
 
 
 class LMTask(Task):
@@ -84,6 +102,7 @@ class LMTask(Task):
         cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, load_pretrained: bool = True
     ) -> None:
         """lm.head suits the loss; the model runs on a window and the loss gives a scalar."""
+        check_steps(cfg)
         head = cfg.task.head
         one_of("lm.head", head, HEADS)
         lm_loss = as_lm_loss(loss)
