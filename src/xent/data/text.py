@@ -19,6 +19,8 @@ a generator seeded by (seed, epoch, batch), so a resumed run sees the batches an
 one would; an epoch is `eval_interval` batches, after each of which validation runs.
 Validation and test use a fixed, seeded set of `eval_batches` × `batch_size` windows, the same
 at every evaluation and in every run.
+
+The choices and why: docs/methods/lm.md §1.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The model returns hidden states; the loss applies the tied head itself (`lm.head
 cce`, xent.losses.lm). Training counts optimizer steps as nanoGPT counts iterations: an epoch is
 `data.eval_interval` steps, validation runs after each on a fixed set of windows, and the run
 ends at `trainer.max_steps`. Evaluation reports plain next-token cross-entropy (nats per token)
-whatever loss trains, so runs with different losses compare on one scale.
+whatever loss trains, so runs with different losses compare on one scale
+(docs/methods/lm.md §4, §5).
 """
 
 from __future__ import annotations
