@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -45,7 +46,7 @@ from xent.checks import integer, number, one_of
 from xent.data.tokenize import TOKENIZERS, Tokenizer, load_tokenizer, train_tokenizer
 from xent.errors import ConfigError, DataNotFoundError
 
-SPLITS = ("train", "val", "test")
+log = logging.getLogger("xent")
 TOKEN_DTYPES = ("auto", "uint16", "int32")
 CACHE_VERSION = 1
 # Seeds of the fixed evaluation windows, apart from split_seed: val and test never share them.
@@ -288,6 +289,11 @@ class TextDataModule(L.LightningDataModule):
             self.prepare_data()
         self.tokenizer = self.cache.tokenizer()
         self.token_bytes = torch.tensor(self.tokenizer.token_bytes(), dtype=torch.long)
+        if stage == "fit" and self.cache.meta["tokens"]["test"] == 0:
+            log.info(
+                "data.test_fraction=0: no held-out test text; test/* re-reads the validation "
+                "text with other windows (data.test_fraction=0.05 holds out a test slice)"
+            )
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
