@@ -99,3 +99,13 @@ def test_task_lm_on_the_command_line_picks_its_groups():
     assert with_task_defaults(mine) == [*mine, *added]
     for unchanged in (["task=classify"], ["loss=ce"], ["task=lm", "experiment=wcfm_2d"]):
         assert with_task_defaults(unchanged) == unchanged
+
+
+def test_a_finished_lm_run_resumed_is_left_as_it_was(tmp_path):
+    """The preflight fills data.vocab_size in from the tokeniser; a resume compares the config
+    as composed (the saved one has no vocabulary either), so it is not refused for that."""
+    assert tiny_run(tmp_path).returncode == 0
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    proc = tiny_run(tmp_path, "resume=true")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before

@@ -221,10 +221,12 @@ class LMTask(Task):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["lm/tokens_seen"] = self.tokens_seen
+        checkpoint["lm/train_seconds"] = self.train_seconds  # a resumed run's tokens/s stays true
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self.tokens_seen = checkpoint.get("lm/tokens_seen", self.tokens_seen)
+        self.train_seconds = checkpoint.get("lm/train_seconds", self.train_seconds)
 
     # -- evaluation -------------------------------------------------------------------------------
 
