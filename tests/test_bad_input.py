@@ -371,6 +371,75 @@ CASES.update(
     }
 )
 
+# --- task=lm: the corpus, its tokeniser and its windows (files written by prepare_lm_corpora) --
+LM = ("task=lm", f"paths.data_dir={ROOT}/lmdata")
+CASES.update(
+    {
+        "lm: corpus path missing": Case(
+            (*LM, "data=text"),
+            ("data.path is missing: data=text needs data.path=FILE_OR_FOLDER",),
+        ),
+        "lm: corpus not there": Case(
+            (*LM, "data=text", f"data.path={ROOT}/lm/nope.txt"),
+            (f"data.path={ROOT}/lm/nope.txt: no such file or folder",),
+        ),
+        "lm: empty corpus": Case(
+            (*LM, "data=text", f"data.path={ROOT}/lm/empty.txt"),
+            (f"data.path={ROOT}/lm/empty.txt: the corpus is empty (no text to train on)",),
+        ),
+        "lm: corpus not UTF-8": Case(
+            (*LM, "data=text", f"data.path={ROOT}/lm/latin1.txt"),
+            (
+                f"data.path={ROOT}/lm/latin1.txt: latin1.txt is not UTF-8 text (byte 0xe9 at "
+                "offset 3); convert it, e.g. iconv -t utf-8",
+            ),
+        ),
+        "lm: block longer than the validation text": Case(
+            (*LM, "data=text", f"data.path={ROOT}/lm/short.txt"),
+            (
+                "data.block_size=64 is longer than the validation split (19 tokens; a window "
+                "needs block_size + 1): use a smaller block_size or a longer corpus",
+            ),
+        ),
+        "lm: vocabulary over the token dtype": Case(
+            (*LM, "data=text", f"data.path={ROOT}/lm/wide.txt", "data.token_dtype=uint16"),
+            (
+                "data.token_dtype=uint16 holds ids up to 65535, but the vocabulary has 70000 "
+                "tokens; use data.token_dtype=auto or int32",
+            ),
+        ),
+        "lm: unknown tokenizer": Case(
+            (*LM, "data.tokenizer=word"),
+            ("data=shakespeare: data.tokenizer='word' must be one of char, bpe",),
+        ),
+        "lm: unknown head": Case(
+            (*LM, "lm.head=sparse"), ("lm.head='sparse' must be one of dense, chunked, cce",)
+        ),
+        "lm: an image model": Case(
+            (*LM, "model=cnn"),
+            ("model=cnn is not a language model (it takes no vocab_size): use model=gpt_tiny",),
+        ),
+        "lm: steps not a multiple of the eval interval": Case(
+            (*LM, "trainer.max_steps=300"),
+            (
+                "trainer.max_steps=300 must be a multiple of data.eval_interval=250 (validation "
+                "runs every eval_interval steps, and so at the end)",
+            ),
+        ),
+        "lm: a trainer without steps": Case(
+            (*LM, "trainer=default"),
+            (
+                "trainer=default has no max_steps, but task=lm counts optimizer steps: "
+                "use trainer=lm",
+            ),
+        ),
+        "lm: a class loss": Case(
+            (*LM, "loss=focal"),
+            ("loss=focal trains on class labels but task=lm needs a token loss",),
+        ),
+    }
+)
+
 # Runs the CLI as `python -m xent.runner.cli` does, with torchvision's CIFAR md5 list replaced by
 # the checksums of the tiny files a case wrote (JSON at $XENT_TEST_CIFAR_MD5): then those files
 # are "the originals", and only the one a case truncated fails the check, as a truncated
@@ -463,12 +532,22 @@ def why_unavailable(case: Case, mounts: dict[str, str]) -> str | None:
     return mounts.get(case.mount)
 
 
+def prepare_lm_corpora(folder: Path) -> None:
+    """task=lm's bad corpora: empty, Latin-1, too short for a window, 70,000 characters."""
+    folder.mkdir()
+    (folder / "empty.txt").write_text("")
+    (folder / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 50)
+    (folder / "short.txt").write_text("to be or not to be\n" * 10)  # 190 chars: 171 train, 19 val
+    (folder / "wide.txt").write_text("".join(map(chr, range(0x10000, 0x10000 + 70000))))
+
+
 def prepare_data(root: Path) -> None:
     """The files the cases read: tiny CIFAR with one batch cut short, CIFAR-10-C folders that
     lack a file / have one of the wrong shape / one cut short, and two checkpoints."""
     from xent.corrupt.layout import write_corrupted
     from xent.models import resnet8, resnet20
 
+    prepare_lm_corpora(root / "lm")
     folder = write_cifar(root / "cifar", "cifar10")
     sums = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
     (root / "cifar" / "md5.json").write_text(json.dumps({"CIFAR10": sums}))

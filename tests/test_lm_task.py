@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import xent_run
+from xent.losses import CELogZLoss
+from xent.runner.command_line import with_task_defaults
+from xent.tasks.lm import LMTask
 
 # The keys a task=lm run writes to metrics.json (char tokeniser: bpc as well as bpb).
 METRIC_KEYS = {
@@ -69,3 +73,39 @@ def test_a_tiny_lm_run_writes_its_metrics_and_samples(tmp_path):
     samples = (run / "samples.txt").read_text().split("--- sample ")
     assert len(samples) == 4 and samples[0] == ""
     assert all(s.startswith(f"{i} (temperature 0.8) ---\n") for i, s in enumerate(samples[1:], 1))
+
+
+def test_the_z_loss_trains_tokens_with_the_chunked_head(tmp_path):
+    """loss=ce_logz (a classify config) runs on tokens through as_lm_loss; lm.head reaches it."""
+    proc = tiny_run(tmp_path, "loss=ce_logz", "lm.head=chunked")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["train/lse_mean"] > 0
+    config = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+    assert "head: chunked" in config and "xent.losses.CELogZLoss" in config
+
+
+def test_the_task_takes_the_classify_ce_losses_as_token_losses():
+    assert LMTask.loss_target_kind(torch.nn.CrossEntropyLoss()) == "tokens"
+    assert LMTask.loss_target_kind(CELogZLoss(coef=1e-4)) == "tokens"
+    assert LMTask.loss_target_kind(torch.nn.MSELoss()) == "class"  # torch's own: not tokens
+
+
+def test_task_lm_on_the_command_line_picks_its_groups():
+    picked = ["data=shakespeare", "model=gpt_tiny", "optim=adamw_lm", "sched=warmup_cosine"]
+    assert with_task_defaults(["task=lm"]) == ["task=lm", *picked, "trainer=lm"]
+    mine = ["-m", "task=lm", "model=gpt_nano", "data=text", "+trainer.x=1", "seed=0,1"]
+    added = ["optim=adamw_lm", "sched=warmup_cosine", "trainer=lm"]  # trainer.x: a key, not a pick
+    assert with_task_defaults(mine) == [*mine, *added]
+    for unchanged in (["task=classify"], ["loss=ce"], ["task=lm", "experiment=wcfm_2d"]):
+        assert with_task_defaults(unchanged) == unchanged
+
+
+def test_a_finished_lm_run_resumed_is_left_as_it_was(tmp_path):
+    """The preflight fills data.vocab_size in from the tokeniser; a resume compares the config
+    as composed (the saved one has no vocabulary either), so it is not refused for that."""
+    assert tiny_run(tmp_path).returncode == 0
+    before = (tmp_path / "run" / "metrics.json").read_bytes()
+    proc = tiny_run(tmp_path, "resume=true")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == before

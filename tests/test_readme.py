@@ -20,6 +20,7 @@ import pytest
 
 from tests.cli_batch import Command, run_commands
 from tests.conftest import REPO
+from xent.runner.command_line import with_task_defaults
 
 README = REPO / "README.md"
 ENTRY_POINTS = {
@@ -139,22 +140,25 @@ def _first_of_sweep(override: str) -> str:
 
 
 def _compose(argv: list[str]):
-    """The config the command would run (Hydra's compose, nothing written)."""
+    """The config the command would run (Hydra's compose, nothing written; `task=lm` picks its
+    groups as the CLI does)."""
     from hydra import compose, initialize_config_module
 
-    overrides = [_first_of_sweep(a) for a in argv if not a.startswith("-")]
+    overrides = [_first_of_sweep(a) for a in with_task_defaults(argv) if not a.startswith("-")]
     with initialize_config_module("xent.conf", version_base="1.3"):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 TINY_SPLIT = 2000  # images a capped dataset keeps per split under the tiny budget
+TINY_STEPS = 50  # optimizer steps of a task=lm run under the tiny budget
 
 
 def tiny_budget(argv: list[str]) -> list[str]:
     """Overrides that make the command's run(s) take seconds without changing what they run:
-    one epoch, the first seed of an experiment's seed axis, a one-epoch teacher or source model,
-    32 images per domain of a corruption stream, at most 2,000 training and test images where the
-    dataset takes a cap, two Optuna trials. Only keys the composed config has are added."""
+    one epoch (task=lm: 50 steps), the first seed of an experiment's seed axis, a one-epoch
+    teacher or source model, 32 images per domain of a corruption stream, at most 2,000 training
+    and test images where the dataset takes a cap, two Optuna trials. Only keys the composed config
+    has are added."""
     if argv[0] != "xent-run":
         return []
     args = argv[1:]
@@ -171,7 +175,9 @@ def tiny_budget(argv: list[str]) -> list[str]:
             extra.append(f"data.{split}={TINY_SPLIT}")
     if "n_per_domain" in cfg.get("data", {}) and "data.n_per_domain" not in given:
         extra.append("data.n_per_domain=32")
-    if cfg.get("trainer", {}).get("check_val_every_n_epoch", 1) > 1:
+    if "eval_interval" in cfg.get("data", {}):  # task=lm counts steps: 50, validated at the end
+        extra += [f"data.eval_interval={TINY_STEPS}", f"trainer.max_steps={TINY_STEPS}"]
+    if (cfg.get("trainer", {}).get("check_val_every_n_epoch") or 1) > 1:
         extra.append("trainer.check_val_every_n_epoch=1")  # the one epoch is validated too
     sweeper = cfg.hydra.sweeper
     if "n_trials" in sweeper:
@@ -259,6 +265,11 @@ def test_tiny_budget_only_adds_keys_the_config_has():
         "data.train_size=2000",
         "data.test_size=2000",
         "seed=0",
+    ]
+    assert tiny_budget(["xent-run", "task=lm", "model=gpt_nano"]) == [
+        "trainer.max_epochs=1",
+        "data.eval_interval=50",
+        "trainer.max_steps=50",
     ]
     assert tiny_budget(["xent-report", "outputs/x"]) == []
 

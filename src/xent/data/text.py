@@ -19,12 +19,15 @@ a generator seeded by (seed, epoch, batch), so a resumed run sees the batches an
 one would; an epoch is `eval_interval` batches, after each of which validation runs.
 Validation and test use a fixed, seeded set of `eval_batches` × `batch_size` windows, the same
 at every evaluation and in every run.
+
+The choices and why: docs/methods/lm.md §1.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -43,7 +46,7 @@ from xent.checks import integer, number, one_of
 from xent.data.tokenize import TOKENIZERS, Tokenizer, load_tokenizer, train_tokenizer
 from xent.errors import ConfigError, DataNotFoundError
 
-SPLITS = ("train", "val", "test")
+log = logging.getLogger("xent")
 TOKEN_DTYPES = ("auto", "uint16", "int32")
 CACHE_VERSION = 1
 # Seeds of the fixed evaluation windows, apart from split_seed: val and test never share them.
@@ -64,6 +67,7 @@ def shakespeare_dir() -> Path:
 class Corpus:
     """The texts of a corpus, in a fixed order, and where each came from."""
 
+    path: Path
     names: list[str]
     texts: list[str]
     is_folder: bool
@@ -96,7 +100,7 @@ def read_corpus(path: Path, pattern: str) -> Corpus:
             ) from None
     if not any(texts):
         raise ConfigError(f"data.path={path}: the corpus is empty (no text to train on)")
-    return Corpus([file.name for file in files], texts, is_folder)
+    return Corpus(path, [file.name for file in files], texts, is_folder)
 
 
 def split_corpus(
@@ -114,8 +118,8 @@ def split_corpus(
     n_val, n_test = (max(1, round(n * f)) for f in (val_fraction, test_fraction))
     if n_val + n_test >= n:
         raise ConfigError(
-            f"data.path: a folder corpus needs more than {n_val + n_test} files "
-            f"(whole files go to validation and test), found {n}"
+            f"data.path={corpus.path}: a folder needs more than {n_val + n_test} files (whole "
+            f"files go to validation and test), found {n}"
         )
     order = np.random.default_rng(split_seed).permutation(n).tolist()
     parts = {
@@ -193,7 +197,7 @@ class TextDataModule(L.LightningDataModule):
             integer(f"data.{key}", value, at_least=1)
         number("data.val_fraction", val_fraction, above=0, below=1, what="a number in (0, 1)")
         number("data.test_fraction", test_fraction, at_least=0, below=1, what="a number in [0, 1)")
-        if path is None or str(path) in ("", "???"):
+        if path is None or str(path) == "":
             raise ConfigError("data.path is missing: data=text needs data.path=FILE_OR_FOLDER")
         self.path = Path(str(path)).expanduser()
         self.data_dir = Path(str(data_dir)).expanduser()
@@ -253,6 +257,8 @@ class TextDataModule(L.LightningDataModule):
                 meta["tokens"][name] = len(ids)
             tokenizer.save(temp / "tokenizer.json")
             (temp / "meta.json").write_text(json.dumps({**meta, "settings": self.settings()}))
+            if folder.is_dir() and not (folder / "meta.json").is_file():
+                shutil.rmtree(folder)  # a final folder without meta.json is not whole
             try:
                 os.rename(temp, folder)
             except OSError:  # another process finished the same cache first: theirs is whole
@@ -284,6 +290,11 @@ class TextDataModule(L.LightningDataModule):
             self.prepare_data()
         self.tokenizer = self.cache.tokenizer()
         self.token_bytes = torch.tensor(self.tokenizer.token_bytes(), dtype=torch.long)
+        if stage == "fit" and self.cache.meta["tokens"]["test"] == 0:
+            log.info(
+                "data.test_fraction=0: no held-out test text; test/* re-reads the validation "
+                "text with other windows (data.test_fraction=0.05 holds out a test slice)"
+            )
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -385,7 +396,21 @@ def bits(nats: float) -> float:
 
 
 class ShakespeareDataModule(TextDataModule):
-    """data=shakespeare: the texts the `shakespeare` package installs (`path` null)."""
+    """data=shakespeare: the texts the `shakespeare` package installs (`path` null), one
+    variant of each (`*_gut.txt`; the package also has `*_gut_f.txt`, the same plays again)."""
 
-    def __init__(self, path: str | None = None, **kwargs):
-        super().__init__(path=str(path or shakespeare_dir()), **kwargs)
+    def __init__(
+        self,
+        path: str | None = None,
+        name: str = "shakespeare",
+        pattern: str = "*_gut.txt",
+        test_fraction: float = 0.1,
+        **kwargs,
+    ):
+        super().__init__(
+            path=str(path or shakespeare_dir()),
+            name=name,
+            pattern=pattern,
+            test_fraction=test_fraction,
+            **kwargs,
+        )

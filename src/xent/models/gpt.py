@@ -5,7 +5,8 @@ Token + learned position embeddings, pre-LayerNorm blocks (causal self-attention
 the token embedding. The head is not applied here: `forward` returns the final hidden states and
 `head_weight` is the (V, D) matrix, so that an LM loss computes `hidden @ Wᵀ` itself, in the
 memory-lean ways `lm.head=chunked|cce` allow (xent.losses.lm). Init as GPT-2: N(0, 0.02) for
-weights, zero biases, and N(0, 0.02/√(2·n_layer)) for the projections into the residual stream.
+weights, zero biases, and N(0, 0.02/√(2·n_layer)) for the projections into the residual stream
+(docs/methods/lm.md §3).
 """
 
 from __future__ import annotations

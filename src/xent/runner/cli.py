@@ -6,6 +6,7 @@ torch and Lightning load only when a run starts.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -109,10 +110,13 @@ def preflight_single_run(overrides: list[str]) -> None:
         with read_write(cfg.hydra), open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(run_dir)
         HydraConfig.instance().set_config(cfg)
+        # A resume compares the config as the job will, before a task's checks fill in what
+        # the data decides (task=lm: data.vocab_size), which the saved config does not hold.
+        as_composed = copy.deepcopy(cfg)
         build_parts(cfg)
     check_run_dir_writable(run_dir)
     _run_dir = run_dir
-    starts_fresh = preflight_resume(cfg, run_dir)  # a finished run exits 0 here, untouched
+    starts_fresh = preflight_resume(as_composed, run_dir)  # a finished run exits 0 here, untouched
     if starts_fresh and not cfg.get("ckpt_path") and run_dir.is_dir():
         moved = archive_previous_run(run_dir)
         if moved:

@@ -4,7 +4,8 @@ The model returns hidden states; the loss applies the tied head itself (`lm.head
 cce`, xent.losses.lm). Training counts optimizer steps as nanoGPT counts iterations: an epoch is
 `data.eval_interval` steps, validation runs after each on a fixed set of windows, and the run
 ends at `trainer.max_steps`. Evaluation reports plain next-token cross-entropy (nats per token)
-whatever loss trains, so runs with different losses compare on one scale.
+whatever loss trains, so runs with different losses compare on one scale
+(docs/methods/lm.md §4, §5).
 """
 
 from __future__ import annotations
@@ -17,16 +18,34 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from xent.checks import choice_name, one_of
+from xent.checks import choice_name, integer, one_of
 from xent.errors import ConfigError, root_message
 from xent.losses.lm import HEADS, LMLoss, as_lm_loss
 from xent.tasks.base import Prepared, RunTrainer, Task
-from xent.tasks.probes import check_data_fits, loss_kind
+from xent.tasks.probes import check_data_fits, data_kind, loss_kind
 
 EVAL_SUMS = ("nll", "correct", "tokens", "bytes")
+
+
+def check_steps(cfg: DictConfig) -> None:
+    """The run counts optimizer steps and ends validated: `trainer.max_steps` is a multiple of
+    `data.eval_interval` (Lightning does not validate an epoch that max_steps cuts short)."""
+    steps = OmegaConf.select(cfg, "trainer.max_steps", default=None)
+    if steps is None:
+        raise ConfigError(
+            f"{choice_name(cfg, 'trainer')} has no max_steps, but task=lm counts optimizer steps: "
+            "use trainer=lm"
+        )
+    integer("trainer.max_steps", steps, at_least=1)
+    interval = int(cfg.data.eval_interval)
+    if steps % interval:
+        raise ConfigError(
+            f"trainer.max_steps={steps} must be a multiple of data.eval_interval={interval} "
+            "(validation runs every eval_interval steps, and so at the end)"
+        )
 
 
 class LMTask(Task):
@@ -65,7 +84,13 @@ class LMTask(Task):
     def check_data(cls, cfg: DictConfig) -> None:
         """The data is a token corpus; its vocabulary size (known once it is tokenised) goes
         into `data.vocab_size`, which the model config reads."""
-        check_data_fits(cfg, cls, instead="data=shakespeare or data=text data.path=FILE")
+        if data_kind(cfg) != cls.target_kind:
+            check_data_fits(cfg, cls, instead="data=shakespeare or data=text data.path=FILE")
+        if "vocab_size" not in cfg.model:
+            raise ConfigError(
+                f"{choice_name(cfg, 'model')} is not a language model (it takes no vocab_size): "
+                "use model=gpt_tiny or model=gpt_nano"
+            )
         from hydra.utils import instantiate
 
         datamodule = instantiate(cfg.data)
@@ -78,10 +103,11 @@ class LMTask(Task):
         cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, load_pretrained: bool = True
     ) -> None:
         """lm.head suits the loss; the model runs on a window and the loss gives a scalar."""
+        check_steps(cfg)
         head = cfg.task.head
+        one_of("lm.head", head, HEADS)
         lm_loss = as_lm_loss(loss)
         try:
-            one_of("lm.head", head, HEADS, error=ValueError)
             lm_loss.check_head(head)
         except ValueError as err:
             raise ConfigError(f"{choice_name(cfg, 'loss')}: {root_message(err)}") from err
@@ -195,10 +221,12 @@ class LMTask(Task):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["lm/tokens_seen"] = self.tokens_seen
+        checkpoint["lm/train_seconds"] = self.train_seconds  # a resumed run's tokens/s stays true
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self.tokens_seen = checkpoint.get("lm/tokens_seen", self.tokens_seen)
+        self.train_seconds = checkpoint.get("lm/train_seconds", self.train_seconds)
 
     # -- evaluation -------------------------------------------------------------------------------
 
