@@ -40,6 +40,7 @@ def test_bar_is_memory_and_time_of_chunked_at_32k(chunked_mib, chunked_s, met):
 @pytest.mark.slow  # ~40 s: three fresh processes for the memory, each importing torch
 def test_lm_head_quick(tmp_path):
     data, stdout = run_quick("bench_lm_head", tmp_path)
+    bench = script("bench_lm_head")
     assert (data["tokens"], data["dim"], data["threads"]) == (256, 32, 2)
     (only,) = data["rows"]
     assert only["vocab"] == 2048 and only["skipped"] == {}
@@ -47,10 +48,15 @@ def test_lm_head_quick(tmp_path):
     assert list(heads) == ["dense", "chunked", "chunked_ours"]
     dense = heads["dense"]
     for name, entry in heads.items():
-        assert entry["memory_method"].startswith("peak RSS (VmHWM after clear_refs)"), name
-        assert entry["extra_peak_mib"] >= 0 and entry["time_s"] == entry["times_s"][0] > 0
+        assert entry["memory_method"] == bench.MEMORY_METHOD, name
+        assert entry["extra_peak_mib"] > 0 and entry["extra_peak_rss_mib"] >= 0, name
+        assert entry["time_s"] == entry["times_s"][0] > 0
         assert math.isclose(entry["time_vs_dense"], entry["time_s"] / dense["time_s"], rel_tol=1e-2)
         assert entry["loss_diff_vs_dense"] < 1e-5 and math.isfinite(entry["loss"])
+    # dense holds the (256, 2048) logits, their log-softmax and its gradient: 3 x 2 MiB at most,
+    # more than either chunked head
+    assert 2 <= dense["extra_peak_mib"] <= 6.5
+    assert max(heads["chunked"]["extra_peak_mib"], heads["chunked_ours"]["extra_peak_mib"]) < 2
     assert data["bar"]["met"] is None
     line = readme_line(tmp_path, "lm_head")
     assert "N=256, D=32" in line and line.endswith(")") and "bar not measured" in line
