@@ -61,6 +61,7 @@ def tiny_run(folder: Path, *extra: str):
     )
 
 
+@pytest.mark.slow
 def test_a_tiny_lm_run_writes_its_metrics_and_samples(tmp_path):
     proc = tiny_run(tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -82,6 +83,7 @@ def test_a_tiny_lm_run_writes_its_metrics_and_samples(tmp_path):
     assert all(s.startswith(f"{i} (temperature 0.8) ---\n") for i, s in enumerate(samples[1:], 1))
 
 
+@pytest.mark.slow
 def test_the_z_loss_trains_tokens_with_the_chunked_head(tmp_path):
     """loss=ce_logz (a classify config) runs on tokens through as_lm_loss; lm.head reaches it."""
     proc = tiny_run(tmp_path, "loss=ce_logz", "lm.head=chunked")
@@ -108,6 +110,7 @@ def test_task_lm_on_the_command_line_picks_its_groups():
         assert with_task_defaults(unchanged) == unchanged
 
 
+@pytest.mark.slow
 def test_a_finished_lm_run_resumed_is_left_as_it_was(tmp_path):
     """The preflight fills data.vocab_size in from the tokeniser; a resume compares the config
     as composed (the saved one has no vocabulary either), so it is not refused for that."""
@@ -118,6 +121,7 @@ def test_a_finished_lm_run_resumed_is_left_as_it_was(tmp_path):
     assert (tmp_path / "run" / "metrics.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_an_interrupted_lm_run_resumed_ends_as_an_uninterrupted_one(tmp_path):
     """Ctrl-C after step 15 (last.ckpt: step 10), then resume=true: the same metrics as a run
     never stopped, since each training batch is seeded by its optimizer step."""
