@@ -10,6 +10,15 @@ import torch
 from xent.models.gpt import GPT, sample
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: a second intra-op thread only spins (30x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(**kwargs) -> GPT:
     torch.manual_seed(0)
     return GPT(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16, **kwargs).eval()
