@@ -258,12 +258,28 @@ def main(argv: list[str] | None = None) -> None:
         times = LARGEST_REPEATS if vocab == max(VOCABS) else repeats
         rows.append(bench_vocab(vocab, tokens, dim, times, args.threads))
         print(json.dumps(rows[-1]), flush=True)
-    verdict = bar(rows)
-    line = summary(rows, verdict, tokens, dim, args.threads)
-    result = {"tokens": tokens, "dim": dim, "threads": args.threads, "rows": rows, "bar": verdict}
-    path = write_result(NAME, result, line, args.out)
+        # after every V, so that a run stopped at the slow V = 128k keeps what it measured
+        line, path = record(rows, tokens, dim, args.threads, args.out, pending=vocabs[len(rows) :])
     print(line)
     print(f"wrote {path}")
+
+
+def record(rows: list[dict], tokens: int, dim: int, threads: int, out: Path, pending=()):
+    """Write the JSON and the README line of the rows measured so far; `pending`: the V not
+    measured (yet), named in both."""
+    verdict = bar(rows)
+    line = summary(rows, verdict, tokens, dim, threads)
+    if pending:
+        line += f"; not measured: V={', '.join(map(str, pending))}"
+    result = {
+        "tokens": tokens,
+        "dim": dim,
+        "threads": threads,
+        "rows": rows,
+        "not_measured": list(pending),
+        "bar": verdict,
+    }
+    return line, write_result(NAME, result, line, out)
 
 
 if __name__ == "__main__":

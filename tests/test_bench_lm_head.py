@@ -3,6 +3,7 @@ every head's memory, time and loss with ratios against dense, and its README lin
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -37,6 +38,16 @@ def test_bar_is_memory_and_time_of_chunked_at_32k(chunked_mib, chunked_s, met):
     assert bench.bar([row(8192, 768, 0.25, 30, 0.3)])["met"] is None  # no V = 32k: no verdict
 
 
+def test_a_stopped_run_records_what_it_measured(tmp_path):
+    bench = script("bench_lm_head")
+    rows = [row(8192, 768, 0.25, 30, 0.3), row(32768, 3072, 1.0, 96, 1.2)]
+    line, path = bench.record(rows, 8192, 512, 2, tmp_path, pending=[131072])
+    data = json.loads(path.read_text())
+    assert data["not_measured"] == [131072] and data["bar"]["met"] is True
+    assert line.endswith("time 1.2x (bar <= 1.3x): met; not measured: V=131072")
+    assert readme_line(tmp_path, "lm_head").startswith(f"- `lm_head`: {line} (")
+
+
 @pytest.mark.slow  # ~40 s: three fresh processes for the memory, each importing torch
 def test_lm_head_quick(tmp_path):
     data, stdout = run_quick("bench_lm_head", tmp_path)
@@ -57,7 +68,7 @@ def test_lm_head_quick(tmp_path):
     # more than either chunked head
     assert 2 <= dense["extra_peak_mib"] <= 6.5
     assert max(heads["chunked"]["extra_peak_mib"], heads["chunked_ours"]["extra_peak_mib"]) < 2
-    assert data["bar"]["met"] is None
+    assert data["bar"]["met"] is None and data["not_measured"] == []
     line = readme_line(tmp_path, "lm_head")
     assert "N=256, D=32" in line and line.endswith(")") and "bar not measured" in line
     assert "bar not measured" in stdout
