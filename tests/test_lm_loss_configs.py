@@ -28,7 +28,7 @@ def test_token_loss_configs_build_their_defaults(tmp_path):
 BAD = {
     "unknown_head": (
         ["task=lm", "lm.head=sparse"],
-        "lm.head=sparse must be one of dense, chunked, cce",
+        "lm.head='sparse' must be one of dense, chunked, cce",
     ),
     "emo_chunked": (
         ["loss=emo", "lm.head=chunked"],

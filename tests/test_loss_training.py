@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import composed, task_overrides_for
+from xent.errors import ConfigError
 from xent.runner.run import run
 
 LOSSES = sorted(p.stem for p in (Path(__file__).parents[1] / "src/xent/conf/loss").glob("*.yaml"))
@@ -25,10 +26,16 @@ def test_loss_trains_one_step_on_its_task(tmp_path, loss):
         "+trainer.limit_test_batches=1",
         "logger=none",
     )
+    if loss == "dco":  # no corpus with prompt/answer spans ships yet (experiment=dco_arith will)
+        with pytest.raises(ConfigError, match="^loss=dco needs answer spans: "):
+            run(cfg)
+        return
     result = run(cfg)
     assert result["status"] == "ok" and result["epochs"] == 1
     if "test/rmse" in result:
         assert result["test/rmse"] > 0.0
+    elif "test/bpc" in result:  # a language model: nats per token, above zero
+        assert result["test/loss"] > 0.0 and result["val/bpc"] > 0.0
     elif "test/w2" in result:  # flow matching: W2 of the ODE samples to the test target
         assert result["test/w2"] > 0.0 and result["test/nfe"] > 0
     else:

@@ -117,10 +117,17 @@ class LMTask(Task):
                 f"data.block_size={block} is longer than the model's block_size={net.block_size}"
             )
         ids = torch.zeros(2, block, dtype=torch.long)
+        targets = ids
+        if lm_loss.needs_answer_spans:  # a probe of unmasked zeros has no answer: a real batch
+            ids, targets = first_training_batch(cfg)
+            try:
+                lm_loss.check_targets(targets)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
         try:
             with torch.no_grad():
                 hidden = net(ids)
-                value = lm_loss(hidden, net.head_weight, ids, head=head).loss
+                value = lm_loss(hidden, net.head_weight, targets, head=head).loss
         except Exception as err:  # noqa: BLE001
             raise ConfigError(
                 f"{choice_name(cfg, 'model')} with {choice_name(cfg, 'loss')} fails on a window "
@@ -311,3 +318,14 @@ class LMTask(Task):
             )
         self.net.train(was_training)
         return "\n".join(pieces)
+
+
+def first_training_batch(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first (inputs, targets) batch the run would train on: what a loss that needs
+    answer spans (DCO) is checked against before anything is written."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return next(iter(datamodule.train_dataloader()))
