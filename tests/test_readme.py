@@ -32,6 +32,9 @@ ENTRY_POINTS = {
 TEMPLATES = {
     "python scripts/plot_sweep_axis.py <sweep dir> loss.eps --metric best/val_w2 --metric test/w2 "
     "--metric test/npe": "tests/test_plot_sweep_axis.py",
+    "python scripts/parity_nanogpt.py --nanogpt <nanoGPT checkout> --threads 1": (
+        "tests/test_parity_nanogpt.py"
+    ),
 }
 # What a command needs that this machine lacks, and the start of the one line it fails with then
 # (in the order the preflight checks them).
