@@ -21,7 +21,11 @@ from xent.models import Classifier, cnn8, resnet18, vgg8, wide_resnet
 CONF_DIR = Path(xent.models.__file__).resolve().parents[1] / "conf" / "model"
 # Velocity nets v(t, x) of task=flow are not classifiers: tests/test_flow_*.py cover them.
 FLOW_MODELS = {"velocity_mlp", "velocity_unet"}
-CONFIGS = sorted(path.stem for path in CONF_DIR.glob("*.yaml") if path.stem not in FLOW_MODELS)
+# Language models (a `vocab_size`, token windows in, hidden states out): tests/test_gpt.py.
+LM_MODELS = {p.stem for p in CONF_DIR.glob("*.yaml") if "vocab_size" in OmegaConf.load(p)}
+CONFIGS = sorted(
+    path.stem for path in CONF_DIR.glob("*.yaml") if path.stem not in FLOW_MODELS | LM_MODELS
+)
 
 CIFAR = {"num_classes": 100, "in_channels": 3, "image_size": 32, "input_shape": [3, 32, 32]}
 DIGITS = {"num_classes": 10, "in_channels": 1, "image_size": 8, "input_shape": [1, 8, 8]}

@@ -84,6 +84,9 @@ class DCOLoss(LMLoss):
         super().__init__()
         self.n = integer("n", n, at_least=1)
 
+    def hparams(self) -> dict[str, int]:
+        return {"n": self.n}
+
     def check_targets(self, target: torch.Tensor) -> None:
         """An answer span is the trained part of a row whose prompt is masked: targets with no
         IGNORE_INDEX at all (plain text) or nothing trained mark no answer to score."""

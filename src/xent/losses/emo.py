@@ -49,6 +49,9 @@ class EMOLoss(LMLoss):
         self.mode = one_of("mode", mode, (1, 2))
         self.max_ratio = number("max_ratio", max_ratio, above=0)
 
+    def hparams(self) -> dict[str, float]:
+        return {"mode": self.mode, "max_ratio": self.max_ratio}
+
     def combine(self, ce: torch.Tensor, emo: torch.Tensor) -> torch.Tensor:
         """The per-token mix of CE and EMO, ratios detached."""
         if self.mode == 1:
