@@ -45,7 +45,7 @@ from xent.flow import integrate, normalized_path_energy, wasserstein2
 from xent.flow.fid import frechet_inception_distance
 from xent.flow.ode import METHODS
 from xent.run_guards import check_finite_loss
-from xent.tasks.base import Task
+from xent.tasks.base import FewThreads, Task
 from xent.tasks.probes import check_data_fits
 
 log = logging.getLogger("xent")
@@ -93,7 +93,7 @@ def probe_velocity(cfg: DictConfig, net: nn.Module, loss: nn.Module) -> None:
     check_scalar_loss(cfg, value)
 
 
-class FlowTask(Task):
+class FlowTask(FewThreads, Task):
     """Trains a velocity net `net(t, x)` with a flow-matching loss; reports W2, NPE and NFE."""
 
     target_kind = "flow"
@@ -176,22 +176,10 @@ class FlowTask(Task):
         self.solver = {"method": solver, "atol": atol, "rtol": rtol}
         self.euler_steps, self.plot_times = euler_steps, plot_times
         self.plot_dir = Path(plot_dir) if plot_dir else None
-        self.num_threads, self._saved_threads = num_threads, None
+        self.num_threads = num_threads  # FewThreads applies it
         self.best_value = math.inf
         self._held: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
         self._plotted = False
-
-    def setup(self, stage: str) -> None:
-        # 2D batches are tiny: on a few shared CPU cores, torch's extra intra-op threads only
-        # spin (measured: 200 steps take 19.5 s with 2 threads, 2.1 s with 1). Restored after.
-        if self.num_threads and self._saved_threads is None:
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
-
-    def teardown(self, stage: str) -> None:
-        if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
-            self._saved_threads = None
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.net(t, x)

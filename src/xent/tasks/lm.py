@@ -24,7 +24,7 @@ from torch import nn
 from xent.checks import choice_name, integer, one_of
 from xent.errors import ConfigError, root_message
 from xent.losses.lm import HEADS, LMLoss, as_lm_loss
-from xent.tasks.base import Prepared, RunTrainer, Task
+from xent.tasks.base import FewThreads, Prepared, RunTrainer, Task
 from xent.tasks.probes import check_data_fits, data_kind, loss_kind
 
 EVAL_SUMS = ("nll", "correct", "tokens", "bytes")
@@ -48,7 +48,7 @@ def check_steps(cfg: DictConfig) -> None:
         )
 
 
-class LMTask(Task):
+class LMTask(FewThreads, Task):
     """Next-token prediction on windows of a text corpus (xent.data.text)."""
 
     target_kind = "tokens"
@@ -173,20 +173,7 @@ class LMTask(Task):
         self.train_seconds = 0.0
         self._batch_started = 0.0
         self.eval_sums: dict[str, torch.Tensor] = {}
-        self.num_threads, self._saved_threads = num_threads, None
-
-    def setup(self, stage: str) -> None:
-        # Small models on a few shared CPU cores: torch's extra intra-op threads only spin
-        # (measured: gpt_tiny steps take 1.2 s with 2 threads on a busy 2-core machine, 22 ms
-        # with 1). Restored after.
-        if self.num_threads and self._saved_threads is None:
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
-
-    def teardown(self, stage: str) -> None:
-        if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
-            self._saved_threads = None
+        self.num_threads = num_threads  # FewThreads applies it
 
     # -- training ---------------------------------------------------------------------------------
 
