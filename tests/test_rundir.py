@@ -282,6 +282,7 @@ def test_metrics_json_is_written_once_at_the_end_with_every_reported_key(tmp_pat
         "best/test_acc",
         "best/val_acc",
         "epochs",
+        "model/n_params",
         "seed",
         "status",
         "summary_keys",

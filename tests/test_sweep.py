@@ -160,8 +160,8 @@ def test_a_sweeps_terminal_shows_a_line_per_job_and_its_log_the_rest(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "xent-run: error: headline metric 'test/accc' is not reported by any job; valid: "
-        "test/acc, best/test_acc, test/acc5, test/nll, test/ece, best/val_acc, test/loss, "
-        "test_time_s, train_time_s"
+        "test/acc, best/test_acc, test/acc5, test/nll, test/ece, best/val_acc, model/n_params, "
+        "test/loss, test_time_s, train_time_s"
     )
     lines = proc.stdout.splitlines()
     job_lines = [line for line in lines if line.startswith("#")]
