@@ -128,14 +128,21 @@ class Task(L.LightningModule):
         lr = self.optimizers().param_groups[0]["lr"]
         self.log("train/lr", lr, on_epoch=True, sync_dist=True)
 
+    # How often the schedule steps: "epoch", or "step" for a task that counts optimizer steps.
+    scheduler_interval = "epoch"
+
+    def optimizer_params(self) -> Any:
+        """What the optimizer partial is called with: all parameters, or a task's groups."""
+        return self.parameters()
+
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.optimizer_params())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
 
 

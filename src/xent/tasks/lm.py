@@ -177,21 +177,15 @@ class LMTask(FewThreads, Task):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def configure_optimizers(self):
+    scheduler_interval = "step"  # warm-up + cosine per optimizer step, as nanoGPT
+
+    def optimizer_params(self) -> list[dict]:
         """AdamW's usual split: matrices (weights, embeddings) decay; biases and norms do not."""
         params = [p for p in self.net.parameters() if p.requires_grad]
-        groups = [
+        return [
             {"params": [p for p in params if p.dim() >= 2]},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        optimizer = self.optimizer_factory(params=groups)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._batch_started = time.perf_counter()
