@@ -102,6 +102,7 @@ def test_loss_cost_quick(tmp_path):  # ~3 s: a subprocess that imports torch and
     assert "PLD" in readme_line(tmp_path, "loss_cost")
 
 
+@pytest.mark.slow  # ~8 s: imports torch in a subprocess, runs 2 x 5 small steps
 def test_loss_step_cost_quick(tmp_path):  # ~8 s: imports torch, runs 2 x 5 small steps
     data, stdout = run_quick("bench_loss_cost", tmp_path, "--per-step", bench="loss_step_cost")
     assert not (tmp_path / "loss_cost.json").exists()  # the per-step mode writes only its own

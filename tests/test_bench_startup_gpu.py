@@ -58,6 +58,7 @@ def test_startup_quick_times_every_path_against_the_compose_baseline(tmp_path):
     assert "hydra+compose" in line and "cores" in line
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess
 def test_gpu_throughput_without_cuda_measures_nothing(tmp_path):
     out = tmp_path / "out"
     proc = bench("bench_gpu_throughput.py", "--out", str(out), env={"CUDA_VISIBLE_DEVICES": ""})

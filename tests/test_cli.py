@@ -128,6 +128,7 @@ def test_a_run_that_fails_records_it(tmp_path):
     assert "Traceback" in (run_dir / "error.log").read_text()
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_help_and_cfg_job_are_hydras_and_never_import_torch(tmp_path):
     """Speed is benchmarked (scripts/bench_startup.py); here: what keeps those paths fast."""
     helped = xent_run("--help", cwd=tmp_path)

@@ -226,6 +226,7 @@ def test_bad_arguments_are_one_line_config_errors():
         apply("fog", np.zeros((1, 32, 32, 4), np.uint8), 1)
 
 
+@pytest.mark.slow  # every corruption at every severity
 def test_all_corruptions_on_360_images_take_seconds():
     import time
 

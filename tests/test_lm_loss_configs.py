@@ -44,6 +44,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow  # five CLI processes, ~18 s
 def test_task_lm_refuses_what_its_loss_cannot_run(tmp_path):
     for name, (proc, run_dir) in run_bad_commands(tmp_path, BAD).items():
         assert_one_line_error(proc, run_dir, BAD[name][1]), name

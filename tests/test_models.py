@@ -27,6 +27,10 @@ CONFIGS = sorted(
     path.stem for path in CONF_DIR.glob("*.yaml") if path.stem not in FLOW_MODELS | LM_MODELS
 )
 
+# The largest zoo models take seconds each on a CPU: the full suite trains them; the fast tier
+# trains the rest.
+HEAVY = {"wrn28_10", "wrn_16_2", "wrn_40_1", "resnet50", "resnet56", "resnet110", "resnext29"}
+
 CIFAR = {"num_classes": 100, "in_channels": 3, "image_size": 32, "input_shape": [3, 32, 32]}
 DIGITS = {"num_classes": 10, "in_channels": 1, "image_size": 8, "input_shape": [1, 8, 8]}
 DIGITS_MODELS = {"cnn", "mlp"}  # built for 8x8 grey digits; every other config is a CIFAR model
@@ -69,7 +73,9 @@ def test_config_conventions(name: str):
     assert raw.get("image_size", "${data.image_size}") == "${data.image_size}"
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in CONFIGS]
+)
 def test_forward_features_head_and_a_training_step(name: str):
     data = data_for(name)
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from xent.runner.report import collect, write_summary
@@ -70,6 +71,7 @@ def test_summary_files_hold_mean_and_sample_std(tmp_path):
     assert "| loss=mae | 0 (1 failed, 1 pending) |" in markdown
 
 
+@pytest.mark.slow  # xent-report in subprocesses
 def test_cli_exit_codes(tmp_path):
     sweep, _ = make_sweep(tmp_path)
     proc = subprocess.run(
@@ -128,6 +130,7 @@ def headline_sweep(tmp_path, headline):
     return sweep
 
 
+@pytest.mark.slow  # xent-report in subprocesses
 def test_report_keeps_the_headline_the_sweep_ran_with(tmp_path):
     sweep = headline_sweep(tmp_path, ["test/nll"])
     assert run_report(sweep).returncode == 0

@@ -89,6 +89,7 @@ def test_the_fit_recovers_the_exponent_and_e_of_a_known_law(
     )
 
 
+@pytest.mark.slow  # a bootstrap of the two-term fit
 def test_the_chinchilla_form_recovers_both_exponents_when_tokens_vary(
     tmp_path, monkeypatch, capsys, few_resamples
 ):
@@ -136,6 +137,7 @@ def test_the_plot_shows_the_points_the_curve_and_e_on_log_log_axes(few_resamples
     assert labels == ["jobs (n=8)", "fit", f"E = {fit.estimates['E']:.3g}"]
 
 
+@pytest.mark.slow  # a bootstrap of the two-term fit
 def test_the_chinchilla_plot_has_a_curve_per_token_count(few_resamples):
     tokens = (1e8, 1e9, 1e10)
     points = [Point("x", n, law(n, d), d) for n in SIZES[::2] for d in tokens]
