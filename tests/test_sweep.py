@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,8 +53,9 @@ def test_multirun_writes_a_summary_recomputable_from_the_jobs(tmp_path):
 
 @pytest.mark.slow
 def test_the_same_sweep_through_submitit_local_subprocesses(tmp_path):
-    """hydra/launcher=local: each job its own process (submitit); a job that fails there still
-    makes the multirun exit 1, and the summary marks it."""
+    """hydra/launcher=local: each job its own process (submitit); a job that fails there on bad
+    input makes the multirun print the job's own one line and exit 2, as a job of the sweep's own
+    process does, and the summary marks it."""
     sweep = tmp_path / "sweep"
     proc = xent_run(
         "-m",
@@ -65,9 +67,10 @@ def test_the_same_sweep_through_submitit_local_subprocesses(tmp_path):
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "xent-run: 1 job(s) of the sweep failed; see summary.md and their metrics.json / error.log"
+        "xent-run: error: loss=anyloss needs a binary target (2 classes), but data=digits has 10 "
+        "classes"
     )
     assert list((sweep / ".submitit").glob("*/*_submission.sh")) or list(
         (sweep / ".submitit").glob("*/*.pkl")
@@ -178,3 +181,35 @@ def test_a_sweeps_terminal_shows_a_line_per_job_and_its_log_the_rest(tmp_path):
     assert "├── task" in log0 and "│ test/acc " in log0 and f"run dir: {sweep / '0'}" in log0
     header = (sweep / "summary.md").read_text().splitlines()[0]
     assert header == "| run | seeds | test/acc | best/test_acc | test/acc5 | test/nll | test/ece |"
+
+
+def _numbers(job: Path) -> dict:
+    """A job's metrics.json without its wall times."""
+    result = json.loads((job / "metrics.json").read_text())
+    return {key: value for key, value in result.items() if not key.endswith("_time_s")}
+
+
+@pytest.mark.slow
+def test_the_cores_launcher_runs_a_job_per_core_each_with_one_thread(tmp_path):
+    """hydra/launcher=cores: joblib's processes, one job per core, each with one thread, so
+    every job gives exactly the numbers of the same job run alone on one thread."""
+    args = ["-m", "loss=ce,sce", "seed=0", "data=digits32", "model=cnn", "trainer.max_epochs=1"]
+    cores, alone = tmp_path / "cores", tmp_path / "alone"
+    proc = xent_run(
+        *args, "logger=none", "hydra/launcher=cores", f"hydra.sweep.dir={cores}", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = xent_run(
+        *args,
+        "logger=none",
+        "hydra/launcher=basic",
+        f"hydra.sweep.dir={alone}",
+        cwd=tmp_path,
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    hydra = yaml.safe_load((cores / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra["launcher"]["_target_"].endswith("JoblibLauncher")
+    assert hydra["launcher"]["n_jobs"] == -1
+    for job in ("0", "1"):
+        assert _numbers(cores / job) == _numbers(alone / job)

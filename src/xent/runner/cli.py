@@ -275,7 +275,12 @@ def main() -> None:
     from xent.runner import sweep
 
     _job_failures.extend(XentError(error) for error in sweep.summary_errors)  # a bad headline
-    if sweep.failed_jobs and not _job_failures:  # jobs that failed in other processes
+    if sweep.failed_job_lines and not _job_failures:  # jobs that failed in other processes
+        for line in dict.fromkeys(line for line, _ in sweep.failed_job_lines):
+            print(line, file=sys.stderr)
+        bad_input = all(bad for _, bad in sweep.failed_job_lines)
+        sys.exit(EXIT_BAD_INPUT if bad_input else EXIT_RUN_FAILED)
+    if sweep.failed_jobs and not _job_failures:  # failed without saying why (killed, ...)
         print(
             f"xent-run: {sweep.failed_jobs} job(s) of the sweep failed; see summary.md and "
             "their metrics.json / error.log",

@@ -38,7 +38,7 @@ from xent.runner.verdicts import Claim, Judgement, Verdict
 
 log = logging.getLogger("xent")
 
-NOT_METRICS = ("seed", "epochs", "status", "error", "summary_keys")
+NOT_METRICS = ("seed", "epochs", "status", "error", "bad_input", "summary_keys")
 SEED_KEYS = ("seed",)
 
 

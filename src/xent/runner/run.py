@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xent.checkpoint_io import AtomicCheckpointIO
 from xent.checks import task_class
-from xent.errors import root_message
+from xent.errors import XentError, root_message
 from xent.run_guards import keep_sigint_handler, stop_on_sigterm
 from xent.runner.console import print_config, print_results
 from xent.runner.preflight import build_parts
@@ -238,6 +238,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             metrics["status"] = "interrupted"
             raise _interrupted(run_dir, trainer) from None
         metrics["error"] = root_message(err) if isinstance(err, Exception) else type(err).__name__
+        # A sweep's jobs may run in other processes: the parent reads this to print the same
+        # line (`xent-run: error: ...` for bad input) and exit code as for an in-process job.
+        metrics["bad_input"] = isinstance(err, XentError)
         if rank_zero:
             (run_dir / "error.log").write_text(traceback.format_exc())
         raise

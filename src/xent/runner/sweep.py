@@ -24,6 +24,7 @@ from xent.runner.report import (
     Row,
     format_stat,
     headline_metrics,
+    job_dirs,
     judge_claim,
     mean_std,
     report_claim,
@@ -38,6 +39,8 @@ log = logging.getLogger("xent")
 # Failed jobs the last multirun's summary counted: jobs on other launchers (submitit) fail in
 # other processes, so `xent-run` reads this to exit non-zero for them too.
 failed_jobs = 0
+# Why they failed: (the line xent-run prints, bad input?) per failed job, from its metrics.json.
+failed_job_lines: list[tuple[str, bool]] = []
 # One-line errors the last multirun's summary found (a headline metric no job reported, a claim
 # whose metric no job reported or whose baseline picks no row):
 # `xent-run` prints them and exits 2 once the sweep is done.
@@ -115,6 +118,27 @@ class SweepSummary(Callback):
                     log.warning("summary not logged to W&B: %s", err)
         global failed_jobs
         failed_jobs = sum(row.failed for row in rows)
+        failed_job_lines[:] = failure_lines(sweep_dir)
+
+
+def failure_lines(sweep_dir: Path) -> list[tuple[str, bool]]:
+    """Each failed job's one line, as `xent-run` prints it for a job of its own process, and
+    whether it was bad input (metrics.json's `error` and `bad_input`)."""
+    lines = []
+    for job in job_dirs(sweep_dir):
+        try:
+            result = json.loads((job / "metrics.json").read_text())
+        except (OSError, ValueError):
+            continue  # still running, killed before writing, or not a job of ours
+        if result.get("status") != "failed" or "error" not in result:
+            continue
+        if result.get("bad_input"):
+            lines.append((f"xent-run: error: {result['error']}", True))
+            continue
+        details = job / "error.log"
+        where = f"details: {details}" if details.is_file() else f"run dir: {job}"
+        lines.append((f"xent-run: run failed: {result['error']} ({where})", False))
+    return lines
 
 
 def judge_sweep_claim(sweep_dir: Path, rows: list[Row], claim: Any) -> Judgement | None:
@@ -179,4 +203,5 @@ class JobLines(Callback):
         overrides = filter_overrides(list(config.hydra.overrides.task))
         seconds = time.perf_counter() - self.started
         line = job_line(config.hydra.job.num, overrides, result, seconds, config.get("headline"))
-        print(line, flush=True)
+        sys.stdout.write(line + "\n")  # one write: jobs in parallel processes print whole lines
+        sys.stdout.flush()
