@@ -415,6 +415,13 @@ CASES.update(
         "lm: unknown head": Case(
             (*LM, "lm.head=sparse"), ("lm.head='sparse' must be one of dense, chunked, cce",)
         ),
+        "lm: a key of task=lm without task=lm": Case(
+            ("lm.head=chunked",),
+            (
+                "error: lm.head is not a key of this config ('lm' comes with task=lm): check its "
+                "spelling, or select that option",
+            ),
+        ),
         "lm: an image model": Case(
             (*LM, "model=cnn"),
             ("model=cnn is not a language model (it takes no vocab_size): use model=gpt_tiny",),

@@ -13,6 +13,7 @@ import torch
 
 from tests.conftest import xent_run
 from xent.errors import ConfigError
+from xent.runner.cli import one_line
 from xent.runner.command_line import check_overrides, config_groups
 
 METRIC_KEYS = {
@@ -286,6 +287,34 @@ def test_bad_overrides_are_refused_naming_the_key(argv, message):
     with pytest.raises(ConfigError) as err:
         check_overrides(argv)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "key,line",
+    [
+        (
+            "lm.head",
+            "lm.head is not a key of this config ('lm' comes with task=lm): check its "
+            "spelling, or select that option",
+        ),
+        (
+            "dkd_beta",
+            "dkd_beta is not a key of this config ('dkd_beta' comes with a pair option "
+            "(resnet32x4-resnet8x4, resnet32x4-shufflenetv1, resnet32x4-shufflenetv2, "
+            "resnet50-mobilenetv2, resnet56-resnet20, wrn_40_2-shufflenetv1, wrn_40_2-wrn_40_1)): "
+            "check its spelling, or select that option",
+        ),
+        ("optim.lrr", "Could not override 'optim.lrr'. To append to your config use +optim.lrr=1"),
+    ],
+)
+def test_a_key_only_some_options_add_names_them_instead_of_hydras_plus(key, line):
+    """Hydra's advice, `+lm.head=...`, would train the default task with a stray key."""
+    from hydra.errors import ConfigCompositionException
+
+    error = ConfigCompositionException(
+        f"Could not override '{key}'.\nTo append to your config use +{key}=1"
+    )
+    assert one_line(error) == line
 
 
 @pytest.mark.parametrize("argv", [["-m", "los=ce,sce"], ["-m", "+los=sce", "seed=0,1"]])

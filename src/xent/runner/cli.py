@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -227,7 +228,35 @@ def one_line(err: BaseException) -> str:
         valid = ", ".join(sorted(err.options)) or f"none found for group '{group}'"
         return f"{group}={bad} is not an option; valid: {valid}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return " ".join(lines[:3]) if lines else type(err).__name__
+    return _unselected_key(lines[0] if lines else "") or (
+        " ".join(lines[:3]) if lines else type(err).__name__
+    )
+
+
+def _unselected_key(line: str) -> str | None:
+    """Hydra's `Could not override 'lm.head'` for a key under a node that only some options add
+    (task=lm adds `lm`): say which, instead of suggesting `+lm.head`, which would run the
+    default task with a stray key."""
+    from xent.runner.command_line import config_groups, global_key_sources, root_keys
+
+    match = re.match(r"Could not override '(([^'.]+)[^']*)'", line)
+    if not match or match.group(2) in config_groups() | root_keys():
+        return None  # `optim.lrr`: a typo under a node every config has; Hydra's line says it
+    sources = global_key_sources(match.group(2))
+    if not sources:
+        return None
+    groups: dict[str, list[str]] = {}
+    for source in sources:
+        group, _, option = source.partition("=")
+        groups.setdefault(group, []).append(option)
+    where = " or ".join(
+        f"{group}={options[0]}" if len(options) == 1 else f"a {group} option ({', '.join(options)})"
+        for group, options in groups.items()
+    )
+    return (
+        f"{match.group(1)} is not a key of this config ('{match.group(2)}' comes with {where}): "
+        "check its spelling, or select that option"
+    )
 
 
 def main() -> None:

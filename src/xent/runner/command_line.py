@@ -131,6 +131,17 @@ def global_keys(dirs: tuple[Path, ...] = (CONF_DIR,)) -> frozenset[str]:
     return frozenset(keys)
 
 
+def global_key_sources(name: str, dirs: tuple[Path, ...] = (CONF_DIR,)) -> list[str]:
+    """The options that add top-level key `name` (`lm` -> task=lm): a command that sets
+    `lm.head` without one of them has nothing to set."""
+    return sorted(
+        f"{path.parent.name}={path.stem}"
+        for folder in dirs
+        for path in folder.glob("*/*.yaml")
+        if _GLOBAL_PACKAGE.search(path.read_text()) and name in _keys_of(path)
+    )
+
+
 def top_level_name(override: Override) -> str:
     """`trainer.max_epochs` -> trainer, `hydra/launcher` -> hydra, `+los` -> los."""
     return re.split(r"[./]", override.key_or_group, maxsplit=1)[0]
