@@ -24,7 +24,8 @@ def test_experiment_composes_and_sweeps_real_options(name):
         cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
     assert cfg.experiment_name == name  # the W&B group of its runs
     headline = list(cfg.headline)  # the summary's columns: metrics that runs report
-    assert headline and all(m.split("/")[0] in ("test", "best", "teacher") for m in headline)
+    reported = ("test", "best", "teacher", "val", "train")  # task=lm: val/bpc, train/lse_mean
+    assert headline and all(m.split("/")[0] in reported for m in headline)
     params = cfg.hydra.sweeper.params
     assert params, "a sweep file sweeps something"
     for key, values in params.items():
