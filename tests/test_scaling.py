@@ -136,6 +136,19 @@ def test_the_plot_shows_the_points_the_curve_and_e_on_log_log_axes(few_resamples
     assert labels == ["jobs (n=8)", "fit", f"E = {fit.estimates['E']:.3g}"]
 
 
+def test_an_e_far_below_the_points_does_not_stretch_the_axis(few_resamples):
+    """A pure power law (the points find no floor: E fits to about 0) keeps the points readable:
+    the y axis spans the losses, and E is named in the legend, not drawn decades below."""
+    points = [Point(str(i), n, 4.4 * n**-0.054) for i, n in enumerate(SIZES)]
+    fit = fit_law(points, "best/val_loss")
+    assert fit.estimates["E"] < 0.1
+    ax = fit_figure(fit).axes[0]
+    low, high = ax.get_ylim()
+    assert low > min(p.value for p in points) / 2 and high < max(p.value for p in points) * 2
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["jobs (n=8)", "fit", f"E = {fit.estimates['E']:.3g} (below the axis)"]
+
+
 def test_the_chinchilla_plot_has_a_curve_per_token_count(few_resamples):
     tokens = (1e8, 1e9, 1e10)
     points = [Point("x", n, law(n, d), d) for n in SIZES[::2] for d in tokens]

@@ -347,9 +347,7 @@ def fit_figure(fit: Fit) -> Any:
             label=f"jobs (n={len(members)}){suffix}",
         )  # fmt: skip
         ax.plot(grid, predict(fit, grid, tokens), color=color, label=f"fit{suffix}")
-    ax.axhline(
-        fit.estimates["E"], color="gray", linestyle=":", label=f"E = {fit.estimates['E']:.3g}"
-    )
+    _draw_e(ax, fit.estimates["E"], min(p.value for p in fit.points))
     _log_axes(ax)
     ax.set_xlabel(f"parameters N ({N_KEY})")
     ax.set_ylabel(fit.metric)
@@ -357,6 +355,17 @@ def fit_figure(fit: Fit) -> Any:
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def _draw_e(ax: Any, e: float, lowest_loss: float) -> None:
+    """E as a dotted line; an E under a tenth of every point (a fit that finds no floor, E → 0)
+    is named in the legend only, or its line would stretch the log axis over decades and flatten
+    the points and the curve into one line."""
+    label = f"E = {e:.3g}"
+    if e < lowest_loss / 10:
+        ax.plot([], [], color="gray", linestyle=":", label=f"{label} (below the axis)")
+    else:
+        ax.axhline(e, color="gray", linestyle=":", label=label)
 
 
 def _log_axes(ax: Any) -> None:
