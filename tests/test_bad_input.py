@@ -54,7 +54,7 @@ GROUP_CONTEXT = {
     "teacher/recipe": ("task=distill",),
     "source": ("tta=norm",),
 }
-APPENDED_GROUPS = {"flow_pair"}
+APPENDED_GROUPS = {"flow_pair", "lm_loss"}
 
 
 def config_groups() -> list[str]:

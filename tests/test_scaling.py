@@ -137,6 +137,23 @@ def test_the_plot_shows_the_points_the_curve_and_e_on_log_log_axes(few_resamples
     assert labels == ["jobs (n=8)", "fit", f"E = {fit.estimates['E']:.3g}"]
 
 
+def test_an_e_far_below_the_points_does_not_stretch_the_axis(few_resamples):
+    """A pure power law (the points find no floor: E fits to about 0) keeps the points readable:
+    the y axis spans the losses, and E is named in the legend, not drawn decades below."""
+    points = [Point(str(i), n, 4.4 * n**-0.054) for i, n in enumerate(SIZES)]
+    fit = fit_law(points, "best/val_loss")
+    assert fit.estimates["E"] < 0.1
+    fig = fit_figure(fit)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert low > min(p.value for p in points) / 2 and high < max(p.value for p in points) * 2
+    fig.canvas.draw()
+    shown = [t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert len(shown) >= 3 and all(shown)  # a range inside a decade still has labelled ticks
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["jobs (n=8)", "fit", f"E = {fit.estimates['E']:.3g} (below the axis)"]
+
+
 @pytest.mark.slow  # a bootstrap of the two-term fit
 def test_the_chinchilla_plot_has_a_curve_per_token_count(few_resamples):
     tokens = (1e8, 1e9, 1e10)

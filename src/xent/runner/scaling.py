@@ -347,16 +347,26 @@ def fit_figure(fit: Fit) -> Any:
             label=f"jobs (n={len(members)}){suffix}",
         )  # fmt: skip
         ax.plot(grid, predict(fit, grid, tokens), color=color, label=f"fit{suffix}")
-    ax.axhline(
-        fit.estimates["E"], color="gray", linestyle=":", label=f"E = {fit.estimates['E']:.3g}"
-    )
+    _draw_e(ax, fit.estimates["E"], min(p.value for p in fit.points))
     _log_axes(ax)
+    _ticks_within_a_decade(ax)
     ax.set_xlabel(f"parameters N ({N_KEY})")
     ax.set_ylabel(fit.metric)
     ax.set_title(f"{fit.law.formula}\n{exponent_words(fit)}", fontsize=10)
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def _draw_e(ax: Any, e: float, lowest_loss: float) -> None:
+    """E as a dotted line; an E under a tenth of every point (a fit that finds no floor, E → 0)
+    is named in the legend only, or its line would stretch the log axis over decades and flatten
+    the points and the curve into one line."""
+    label = f"E = {e:.3g}"
+    if e < lowest_loss / 10:
+        ax.plot([], [], color="gray", linestyle=":", label=f"{label} (below the axis)")
+    else:
+        ax.axhline(e, color="gray", linestyle=":", label=label)
 
 
 def _log_axes(ax: Any) -> None:
@@ -370,6 +380,18 @@ def _log_axes(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+def _ticks_within_a_decade(ax: Any) -> None:
+    """A y range inside one decade (2.1 to 2.7) may hold no log tick at all: give it about five
+    plain ones, as a linear axis would place them."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+
+    low, high = ax.get_ylim()
+    if high / low < 10:
+        ticks = [t for t in MaxNLocator(5).tick_values(low, high) if low <= t <= high]
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _minor_label(value: float, _: Any) -> str:
