@@ -260,7 +260,8 @@ def test_legit_overrides_pass_the_checks():
             ["+new.key=1"],
             "unknown key 'new'; valid top-level keys: callbacks, ckpt_path, claim, data, "
             "eval_ckpt, experiment, experiment_name, flow_pair, headline, hparams_search, "
-            "hydra, logger, loss, model, optim, optimized_metric, pair, paths, resume, sched, "
+            "hydra, lm_loss, logger, loss, model, optim, optimized_metric, pair, paths, resume, "
+            "sched, "
             "seed, source, tags, task, teacher, trainer, tta",
         ),
         (
