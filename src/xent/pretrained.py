@@ -227,11 +227,20 @@ def check_pretrained(cfg: DictConfig, key: str = "teacher") -> None:
         load_weights(model, path, cfg, key)
 
 
+# The run config that trains a missing model into its cache entry: (cfg, entry, key) -> config.
+RunConfigBuilder = Callable[[DictConfig, Path, str], DictConfig]
+
+
 def obtain_pretrained(
-    cfg: DictConfig, key: str = "teacher", *, train: RunTrainer
+    cfg: DictConfig,
+    key: str = "teacher",
+    *,
+    train: RunTrainer,
+    run_config: RunConfigBuilder | None = None,
 ) -> tuple[torch.nn.Module, Path]:
     """The frozen model: loaded, or trained into the cache first by `train` (once, under a
-    lock)."""
+    lock) on the run config `run_config` builds (default: a CE classification run,
+    `pretrained_run_config`; task=lm passes its own)."""
     path, must_train = pretrained_source(cfg, key)
     if must_train:
         from filelock import FileLock
@@ -240,7 +249,7 @@ def obtain_pretrained(
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not path.is_file():  # another job may have trained it while we waited
-                train_pretrained(cfg, entry, key, train)
+                train_pretrained(cfg, entry, key, train, run_config)
     return load_weights(build_pretrained_model(cfg, key), path, cfg, key), path
 
 
@@ -276,11 +285,17 @@ def pretrained_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") ->
     return tcfg
 
 
-def train_pretrained(cfg: DictConfig, entry: Path, key: str, train: RunTrainer) -> dict[str, Any]:
+def train_pretrained(
+    cfg: DictConfig,
+    entry: Path,
+    key: str,
+    train: RunTrainer,
+    run_config: RunConfigBuilder | None = None,
+) -> dict[str, Any]:
     """Train the model with CE and its own recipe (through `train`); write `teacher.pt` last
     (atomically: temp file, fsync, rename)."""
     log.info("training %s model %s into the cache: %s", key, _model_name(cfg, key), entry)
-    metrics = train(pretrained_run_config(cfg, entry, key))
+    metrics = train((run_config or pretrained_run_config)(cfg, entry, key))
     weights = read_state_dict(entry / "checkpoints" / "last.ckpt", key)
     from xent.checkpoint_io import atomic_torch_save
 
