@@ -217,3 +217,23 @@ def test_curves_figure_draws_a_line_per_epoch_on_a_log_k_axis():
     x, y = ax.get_lines()[1].get_data()
     assert list(x) == list(range(1, 9)) and y[-1] == pytest.approx(1.0)
     assert y[0] == pytest.approx((2 / 8 + 1) / 2)
+
+
+# -- task=lm's progress line (its run ends at max_steps; max_epochs is a ceiling) ------------------
+def epoch_line(caplog, **trainer: object) -> str:
+    from types import SimpleNamespace
+
+    from xent.runner.callbacks import EpochLog
+
+    callback = EpochLog(keys=("val/loss",))
+    callback._pending = 3
+    with caplog.at_level("INFO", logger="xent"):
+        callback._emit(SimpleNamespace(callback_metrics={"val/loss": 1.5}, **trainer))
+    return caplog.records[-1].getMessage()
+
+
+def test_epoch_line_counts_steps_where_max_steps_ends_the_run(caplog):
+    lm = {"max_steps": 2000, "global_step": 750, "max_epochs": 1_000_000}
+    assert epoch_line(caplog, **lm) == "step 750/2000 (epoch 3) val/loss=1.5000"
+    classify = {"max_steps": -1, "global_step": 750, "max_epochs": 30}
+    assert epoch_line(caplog, **classify) == "epoch 3/30 val/loss=1.5000"
