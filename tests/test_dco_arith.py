@@ -193,10 +193,11 @@ def test_sweep_runs_and_reports_pass_at_k(tmp_path):
     assert sorted(rows) == ["+dco_loss=ce", "+dco_loss=n16"]
     assert sorted(rows["+dco_loss=ce"]) == [0, 1, 2]
     lines = sweep_lines(sweep)
-    assert [name for name, *_ in lines] == [
-        f"+dco_loss={row}, epoch {e} (1 seed)" for row in ("ce", "n16") for e in (0, 1, 2)
+    assert [name for name, *_ in lines] == ["epoch 0 (base model)"] + [
+        f"+dco_loss={row}, epoch {e} (1 seed)" for row in ("ce", "n16") for e in (1, 2)
     ]
-    assert [colour for _, _, colour, _ in lines] == [0, 0, 0, 1, 1, 1]
+    assert [colour for _, _, colour, _ in lines] == ["black", "C0", "C0", "C1", "C1"]
+    assert lines[0][1] == {int(k): v for k, v in zero[0]["curve"].items()}
     assert (sweep / PLOT_FILE).is_file()
     summary = (sweep / "summary.md").read_text()
     assert "test/pass@1" in summary and "test/pass@64" in summary and "## Claim" in summary
@@ -208,12 +209,13 @@ def test_curves_figure_draws_a_line_per_epoch_on_a_log_k_axis():
     from xent.tasks.lm_eval import curves_figure
 
     curves = [pass_at_k_curve([1, 4], 8), pass_at_k_curve([2, 8], 8)]
-    lines = [(f"epoch {e}", c, 0, 0.5 + 0.5 * e) for e, c in enumerate(curves)]
+    lines = [("epoch 0 (base model)", curves[0], "black", 1.0), ("epoch 1", curves[1], "C0", 1.0)]
     fig = curves_figure(lines, "pass@k")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("k (answers sampled per question)", "pass@k")
-    assert [line.get_label() for line in ax.get_lines()] == ["epoch 0", "epoch 1"]
+    assert [line.get_label() for line in ax.get_lines()] == ["epoch 0 (base model)", "epoch 1"]
+    assert [line.get_linestyle() for line in ax.get_lines()] == ["--", "-"]
     x, y = ax.get_lines()[1].get_data()
     assert list(x) == list(range(1, 9)) and y[-1] == pytest.approx(1.0)
     assert y[0] == pytest.approx((2 / 8 + 1) / 2)

@@ -103,9 +103,22 @@ def write_curves(run_dir: Path, curves: list[dict[str, Any]]) -> None:
     """`pass_at_k.json` (a list of {epoch, n, questions, curve}) and its plot, in the run dir."""
     (run_dir / CURVE_FILE).write_text(json.dumps(curves, indent=1))
     lines = [
-        (f"epoch {c['epoch']}", c["curve"], 0, shade(i, len(curves))) for i, c in enumerate(curves)
+        (
+            epoch_label(c["epoch"]),
+            c["curve"],
+            BASE_COLOUR if c["epoch"] == 0 else "C0",
+            shade(i, len(curves)),
+        )
+        for i, c in enumerate(curves)
     ]
     plot_curves(lines, run_dir / PLOT_FILE, "pass@k on the test questions")
+
+
+BASE_COLOUR = "black"  # epoch 0: the weights fine-tuning starts from
+
+
+def epoch_label(epoch: int) -> str:
+    return "epoch 0 (base model)" if epoch == 0 else f"epoch {epoch}"
 
 
 def shade(index: int, count: int) -> float:
@@ -113,7 +126,7 @@ def shade(index: int, count: int) -> float:
     return 1.0 if count <= 1 else 0.3 + 0.7 * index / (count - 1)
 
 
-def plot_curves(lines: list[tuple[str, dict, int, float]], path: Path, title: str) -> Path:
+def plot_curves(lines: list[tuple[str, dict, str, float]], path: Path, title: str) -> Path:
     """Save `curves_figure` to `path`."""
     import matplotlib.pyplot as plt
 
@@ -123,9 +136,11 @@ def plot_curves(lines: list[tuple[str, dict, int, float]], path: Path, title: st
     return path
 
 
-def curves_figure(lines: list[tuple[str, dict, int, float]], title: str) -> Any:
-    """pass@k against k (log x); a line per (label, {k: value}, colour index, opacity)."""
+def curves_figure(lines: list[tuple[str, dict, str, float]], title: str) -> Any:
+    """pass@k against k (log x); a line per (label, {k: value}, colour, opacity); the base
+    model's line dashed."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -134,8 +149,10 @@ def curves_figure(lines: list[tuple[str, dict, int, float]], title: str) -> Any:
     for label, curve, colour, alpha in lines:
         ks = sorted(int(k) for k in curve)
         values = [curve.get(k, curve.get(str(k))) for k in ks]
-        ax.plot(ks, values, label=label, color=f"C{colour}", alpha=alpha)
+        dashes = "--" if colour == BASE_COLOUR else "-"
+        ax.plot(ks, values, dashes, label=label, color=colour, alpha=alpha)
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.set_xlabel("k (answers sampled per question)")
     ax.set_ylabel("pass@k")
     ax.set_title(title)
@@ -169,15 +186,19 @@ def mean_curve(curves: list[dict]) -> dict[int, float]:
     return {int(k): sum(c[k] for c in curves) / len(curves) for k in curves[0]}
 
 
-def sweep_lines(sweep_dir: Path) -> list[tuple[str, dict, int, float]]:
-    """The sweep plot's lines: a colour per row, a shade per epoch (light to dark), the mean
+def sweep_lines(sweep_dir: Path) -> list[tuple[str, dict, str, float]]:
+    """The sweep plot's lines: the base model (epoch 0, the same weights in every job) once,
+    then a colour per row and a shade per fine-tuning epoch (light to dark), each the mean
     curve over the row's seeds."""
-    lines = []
-    for colour, (label, epochs) in enumerate(job_curves(sweep_dir).items()):
-        for i, epoch in enumerate(sorted(epochs)):
+    rows = job_curves(sweep_dir)
+    base = [curve for epochs in rows.values() for curve in epochs.get(0, [])]
+    lines = [(epoch_label(0), mean_curve(base), BASE_COLOUR, 1.0)] if base else []
+    for colour, (label, epochs) in enumerate(rows.items()):
+        tuned = sorted(e for e in epochs if e > 0)
+        for i, epoch in enumerate(tuned):
             seeds = len(epochs[epoch])
             name = f"{label}, epoch {epoch} ({seeds} seed{'s' if seeds > 1 else ''})"
-            lines.append((name, mean_curve(epochs[epoch]), colour, shade(i, len(epochs))))
+            lines.append((name, mean_curve(epochs[epoch]), f"C{colour}", shade(i, len(tuned))))
     return lines
 
 
