@@ -239,3 +239,18 @@ def test_epoch_line_counts_steps_where_max_steps_ends_the_run(caplog):
     assert epoch_line(caplog, **lm) == "step 750/2000 (epoch 3) val/loss=1.5000"
     classify = {"max_steps": -1, "global_step": 750, "max_epochs": 30}
     assert epoch_line(caplog, **classify) == "epoch 3/30 val/loss=1.5000"
+
+
+def test_sweep_rows_keep_the_job_order_past_job_9(tmp_path):
+    """Job dirs 0..11 are read in number order (2 before 10), so the rows (and the plot's
+    colours and legend) follow the sweep's order, not the dirs' text order."""
+    rows = [f"+dco_loss={r}" for r in ("ce", "n1", "n16", "n64")]
+    for job in range(12):
+        (tmp_path / str(job) / ".hydra").mkdir(parents=True)
+        overrides = [rows[job // 3], f"seed={job % 3}", "experiment=dco_arith"]
+        (tmp_path / str(job) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        curve = {"epoch": 1, "curve": {"1": job / 11}}
+        (tmp_path / str(job) / "pass_at_k.json").write_text(json.dumps([curve]))
+    curves = job_curves(tmp_path)
+    assert list(curves) == rows
+    assert [c["1"] for c in curves["+dco_loss=n64"][1]] == [9 / 11, 10 / 11, 1.0]

@@ -168,7 +168,8 @@ def job_curves(sweep_dir: Path) -> dict[str, dict[int, list[dict]]]:
     import yaml
 
     jobs = []
-    for path in sorted(sweep_dir.glob(f"*/{CURVE_FILE}")):
+    paths = sweep_dir.glob(f"*/{CURVE_FILE}")
+    for path in sorted(paths, key=lambda p: (len(p.parent.name), p.parent.name)):  # 2 before 10
         overrides_file = path.parent / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
         row = [o for o in overrides if not o.lstrip("+").startswith("seed=")]
