@@ -254,3 +254,22 @@ def test_sweep_rows_keep_the_job_order_past_job_9(tmp_path):
     curves = job_curves(tmp_path)
     assert list(curves) == rows
     assert [c["1"] for c in curves["+dco_loss=n64"][1]] == [9 / 11, 10 / 11, 1.0]
+
+
+def test_a_checkpoint_keeps_the_pass_at_k_curves_for_a_resumed_run():
+    from functools import partial
+
+    from xent.losses.lm import TokenCE
+    from xent.models.gpt import GPT
+    from xent.tasks.lm import LMTask
+
+    def task() -> LMTask:
+        return LMTask(GPT(13, 16, 1, 1, 8), TokenCE(), partial(torch.optim.AdamW), pass_at_k=8)
+
+    before = task()
+    before.pass_curves = [{"epoch": 0, "step": 0, "n": 8, "questions": 3, "curve": {1: 0.25}}]
+    checkpoint: dict = {}
+    before.on_save_checkpoint(checkpoint)
+    resumed = task()
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.pass_curves == before.pass_curves

@@ -222,11 +222,13 @@ class LMTask(FewThreads, Task):
         super().on_save_checkpoint(checkpoint)
         checkpoint["lm/tokens_seen"] = self.tokens_seen
         checkpoint["lm/train_seconds"] = self.train_seconds  # a resumed run's tokens/s stays true
+        checkpoint["lm/pass_curves"] = self.pass_curves  # a resumed run keeps its earlier epochs
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self.tokens_seen = checkpoint.get("lm/tokens_seen", self.tokens_seen)
         self.train_seconds = checkpoint.get("lm/train_seconds", self.train_seconds)
+        self.pass_curves = checkpoint.get("lm/pass_curves", self.pass_curves)
 
     # -- evaluation -------------------------------------------------------------------------------
 
