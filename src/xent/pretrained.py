@@ -253,35 +253,47 @@ def obtain_pretrained(
     return load_weights(build_pretrained_model(cfg, key), path, cfg, key), path
 
 
-def pretrained_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> DictConfig:
-    """The run's config turned into a plain CE classification run of the `key` model (on its
-    training data, with its recipe), in the cache entry."""
+def resolved(node: Any) -> DictConfig:
+    """A config node with its interpolations resolved, detached from the run's config."""
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+
+
+def nested_run_config(cfg: DictConfig, entry: Path, key: str, recipe: DictConfig) -> DictConfig:
+    """What every run that trains a `key` model into its cache entry shares: the run's config
+    with the node's data, model and seed, the recipe's optimizer, schedule and batch size, the
+    entry as its run dir, CSV logging only, a fresh run. The caller adds task, loss and length."""
     node = cfg[key]
-    recipe = OmegaConf.create(OmegaConf.to_container(node.recipe, resolve=True))
-    data = OmegaConf.create(OmegaConf.to_container(training_data(cfg, key), resolve=True))
-    model = OmegaConf.create(OmegaConf.to_container(node.model, resolve=True))
     tcfg = cfg.copy()
     with open_dict(tcfg):
-        for other in ("teacher", "source", "tta"):
+        for other in ("teacher", "source", "tta", "base"):
             tcfg.pop(other, None)
-        tcfg.data = data
-        tcfg.task = {
-            "_target_": "xent.tasks.classify.ClassifyTask",
-            "monitor": "val/acc",
-            "monitor_mode": "max",
-            "num_classes": "${data.num_classes}",
-        }
-        tcfg.model = model
-        tcfg.loss = {"_target_": "torch.nn.CrossEntropyLoss"}
+        tcfg.data = resolved(training_data(cfg, key))
+        tcfg.model = resolved(node.model)
         tcfg.optim = recipe.optim
         tcfg.sched = recipe.sched
-        tcfg.trainer.max_epochs = recipe.epochs
         tcfg.data.batch_size = recipe.batch_size
         tcfg.data.shuffle_seed = node.seed
         tcfg.seed = node.seed
         tcfg.paths.output_dir = str(entry)
         tcfg.logger = {"csv": cfg.logger.csv} if "csv" in (cfg.logger or {}) else {}
         tcfg.resume, tcfg.ckpt_path, tcfg.eval_ckpt = False, None, "last"
+    return tcfg
+
+
+def pretrained_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> DictConfig:
+    """The run's config turned into a plain CE classification run of the `key` model (on its
+    training data, with its recipe), in the cache entry."""
+    recipe = resolved(cfg[key].recipe)
+    tcfg = nested_run_config(cfg, entry, key, recipe)
+    with open_dict(tcfg):
+        tcfg.task = {
+            "_target_": "xent.tasks.classify.ClassifyTask",
+            "monitor": "val/acc",
+            "monitor_mode": "max",
+            "num_classes": "${data.num_classes}",
+        }
+        tcfg.loss = {"_target_": "torch.nn.CrossEntropyLoss"}
+        tcfg.trainer.max_epochs = recipe.epochs
     return tcfg
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from xent.checks import choice_name, integer, one_of
 from xent.errors import ConfigError, root_message
 from xent.losses.lm import HEADS, IGNORE_INDEX, LMLoss, as_lm_loss
-from xent.pretrained import check_pretrained, obtain_pretrained, training_data
+from xent.pretrained import check_pretrained, nested_run_config, obtain_pretrained, resolved
 from xent.tasks import lm_eval
 from xent.tasks.base import FewThreads, Prepared, RunTrainer, Task
 from xent.tasks.probes import check_data_fits, data_kind, loss_kind
@@ -368,25 +368,13 @@ def first_training_batch(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def base_run_config(cfg: DictConfig, entry: Path, key: str = "base") -> DictConfig:
-    """The run that pre-trains the base model experiment=dco_arith fine-tunes: this run's config
-    with token CE, the base node's model, data and recipe (optim, sched, steps, eval_interval,
-    batch_size) and seed, written into the cache entry `entry` (xent.pretrained)."""
-    node = cfg[key]
-    recipe = OmegaConf.create(OmegaConf.to_container(node.recipe, resolve=True))
-    tcfg = cfg.copy()
+    """The run that pre-trains the base model experiment=dco_arith fine-tunes: token CE on the
+    base node's data for its recipe's `steps`, validated every `eval_interval` steps, written
+    into the cache entry `entry` (xent.pretrained)."""
+    recipe = resolved(cfg[key].recipe)
+    tcfg = nested_run_config(cfg, entry, key, recipe)
     with open_dict(tcfg):
-        tcfg.pop(key, None)
-        tcfg.claim = None
-        tcfg.data = OmegaConf.create(OmegaConf.to_container(training_data(cfg, key), resolve=True))
-        tcfg.model = OmegaConf.create(OmegaConf.to_container(node.model, resolve=True))
         tcfg.loss = {"_target_": "torch.nn.CrossEntropyLoss"}
-        tcfg.optim, tcfg.sched = recipe.optim, recipe.sched
         tcfg.trainer.max_steps = recipe.steps
         tcfg.data.eval_interval = recipe.eval_interval
-        tcfg.data.batch_size = recipe.batch_size
-        tcfg.data.shuffle_seed = node.seed
-        tcfg.seed = node.seed
-        tcfg.paths.output_dir = str(entry)
-        tcfg.logger = {"csv": cfg.logger.csv} if "csv" in (cfg.logger or {}) else {}
-        tcfg.resume, tcfg.ckpt_path, tcfg.eval_ckpt = False, None, "last"
     return tcfg
