@@ -26,9 +26,22 @@ def test_loss_trains_one_step_on_its_task(tmp_path, loss):
         "+trainer.limit_test_batches=1",
         "logger=none",
     )
-    if loss == "dco":  # no corpus with prompt/answer spans ships yet (experiment=dco_arith will)
+    if loss == "dco":  # plain text has no answer spans: refused; data=arith has them
         with pytest.raises(ConfigError, match="^loss=dco needs answer spans: "):
             run(cfg)
+        cfg = composed(
+            tmp_path,
+            f"loss={loss}",
+            "data=arith",
+            "trainer.max_steps=2",
+            "data.eval_interval=2",
+            "task.pass_at_k=8",
+            "data.test_size=4",
+            "logger=none",
+        )
+        result = run(cfg)
+        assert result["status"] == "ok" and result["test/loss"] > 0.0
+        assert set(result) >= {"test/pass@1", "test/pass@8", "test/pass@8/epoch0"}
         return
     result = run(cfg)
     assert result["status"] == "ok" and result["epochs"] == 1

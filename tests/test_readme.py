@@ -159,9 +159,9 @@ TINY_STEPS = 50  # optimizer steps of a task=lm run under the tiny budget
 def tiny_budget(argv: list[str]) -> list[str]:
     """Overrides that make the command's run(s) take seconds without changing what they run:
     one epoch (task=lm: 50 steps), the first seed of an experiment's seed axis, a one-epoch
-    teacher or source model, 32 images per domain of a corruption stream, at most 2,000 training
-    and test images where the dataset takes a cap, two Optuna trials. Only keys the composed config
-    has are added."""
+    teacher or source model (task=lm's base model: 50 steps), 32 images per domain of a
+    corruption stream, at most 2,000 training and test images where the dataset takes a cap, two
+    Optuna trials. Only keys the composed config has are added."""
     if argv[0] != "xent-run":
         return []
     args = argv[1:]
@@ -172,6 +172,8 @@ def tiny_budget(argv: list[str]) -> list[str]:
         extra.append("teacher.recipe.epochs=1")
     if "source" in cfg and "recipe" in cfg.source:
         extra.append("source.recipe.epochs=1")
+    if "base" in cfg and "recipe" in cfg.base:  # task=lm's base model: 50 steps, validated once
+        extra += [f"base.recipe.steps={TINY_STEPS}", f"base.recipe.eval_interval={TINY_STEPS}"]
     for split in ("train_size", "test_size"):
         size = cfg.get("data", {}).get(split, 0)
         if size is None or size > TINY_SPLIT:
@@ -273,6 +275,14 @@ def test_tiny_budget_only_adds_keys_the_config_has():
         "trainer.max_epochs=1",
         "data.eval_interval=50",
         "trainer.max_steps=50",
+    ]
+    assert tiny_budget(["xent-run", "-m", "experiment=dco_arith"]) == [
+        "trainer.max_epochs=1",
+        "base.recipe.steps=50",
+        "base.recipe.eval_interval=50",
+        "data.eval_interval=50",
+        "trainer.max_steps=50",
+        "seed=0",
     ]
     assert tiny_budget(["xent-report", "outputs/x"]) == []
 

@@ -227,11 +227,20 @@ def check_pretrained(cfg: DictConfig, key: str = "teacher") -> None:
         load_weights(model, path, cfg, key)
 
 
+# The run config that trains a missing model into its cache entry: (cfg, entry, key) -> config.
+RunConfigBuilder = Callable[[DictConfig, Path, str], DictConfig]
+
+
 def obtain_pretrained(
-    cfg: DictConfig, key: str = "teacher", *, train: RunTrainer
+    cfg: DictConfig,
+    key: str = "teacher",
+    *,
+    train: RunTrainer,
+    run_config: RunConfigBuilder | None = None,
 ) -> tuple[torch.nn.Module, Path]:
     """The frozen model: loaded, or trained into the cache first by `train` (once, under a
-    lock)."""
+    lock) on the run config `run_config` builds (default: a CE classification run,
+    `pretrained_run_config`; task=lm passes its own)."""
     path, must_train = pretrained_source(cfg, key)
     if must_train:
         from filelock import FileLock
@@ -240,33 +249,28 @@ def obtain_pretrained(
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not path.is_file():  # another job may have trained it while we waited
-                train_pretrained(cfg, entry, key, train)
+                train_pretrained(cfg, entry, key, train, run_config)
     return load_weights(build_pretrained_model(cfg, key), path, cfg, key), path
 
 
-def pretrained_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> DictConfig:
-    """The run's config turned into a plain CE classification run of the `key` model (on its
-    training data, with its recipe), in the cache entry."""
+def resolved(node: Any) -> DictConfig:
+    """A config node with its interpolations resolved, detached from the run's config."""
+    return OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+
+
+def nested_run_config(cfg: DictConfig, entry: Path, key: str, recipe: DictConfig) -> DictConfig:
+    """What every run that trains a `key` model into its cache entry shares: the run's config
+    with the node's data, model and seed, the recipe's optimizer, schedule and batch size, the
+    entry as its run dir, CSV logging only, a fresh run. The caller adds task, loss and length."""
     node = cfg[key]
-    recipe = OmegaConf.create(OmegaConf.to_container(node.recipe, resolve=True))
-    data = OmegaConf.create(OmegaConf.to_container(training_data(cfg, key), resolve=True))
-    model = OmegaConf.create(OmegaConf.to_container(node.model, resolve=True))
     tcfg = cfg.copy()
     with open_dict(tcfg):
-        for other in ("teacher", "source", "tta"):
+        for other in ("teacher", "source", "tta", "base"):
             tcfg.pop(other, None)
-        tcfg.data = data
-        tcfg.task = {
-            "_target_": "xent.tasks.classify.ClassifyTask",
-            "monitor": "val/acc",
-            "monitor_mode": "max",
-            "num_classes": "${data.num_classes}",
-        }
-        tcfg.model = model
-        tcfg.loss = {"_target_": "torch.nn.CrossEntropyLoss"}
+        tcfg.data = resolved(training_data(cfg, key))
+        tcfg.model = resolved(node.model)
         tcfg.optim = recipe.optim
         tcfg.sched = recipe.sched
-        tcfg.trainer.max_epochs = recipe.epochs
         tcfg.data.batch_size = recipe.batch_size
         tcfg.data.shuffle_seed = node.seed
         tcfg.seed = node.seed
@@ -276,11 +280,34 @@ def pretrained_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") ->
     return tcfg
 
 
-def train_pretrained(cfg: DictConfig, entry: Path, key: str, train: RunTrainer) -> dict[str, Any]:
+def pretrained_run_config(cfg: DictConfig, entry: Path, key: str = "teacher") -> DictConfig:
+    """The run's config turned into a plain CE classification run of the `key` model (on its
+    training data, with its recipe), in the cache entry."""
+    recipe = resolved(cfg[key].recipe)
+    tcfg = nested_run_config(cfg, entry, key, recipe)
+    with open_dict(tcfg):
+        tcfg.task = {
+            "_target_": "xent.tasks.classify.ClassifyTask",
+            "monitor": "val/acc",
+            "monitor_mode": "max",
+            "num_classes": "${data.num_classes}",
+        }
+        tcfg.loss = {"_target_": "torch.nn.CrossEntropyLoss"}
+        tcfg.trainer.max_epochs = recipe.epochs
+    return tcfg
+
+
+def train_pretrained(
+    cfg: DictConfig,
+    entry: Path,
+    key: str,
+    train: RunTrainer,
+    run_config: RunConfigBuilder | None = None,
+) -> dict[str, Any]:
     """Train the model with CE and its own recipe (through `train`); write `teacher.pt` last
     (atomically: temp file, fsync, rename)."""
     log.info("training %s model %s into the cache: %s", key, _model_name(cfg, key), entry)
-    metrics = train(pretrained_run_config(cfg, entry, key))
+    metrics = train((run_config or pretrained_run_config)(cfg, entry, key))
     weights = read_state_dict(entry / "checkpoints" / "last.ckpt", key)
     from xent.checkpoint_io import atomic_torch_save
 

@@ -54,8 +54,16 @@ class EpochLog(L.Callback):
             return
         values = trainer.callback_metrics
         shown = " ".join(f"{key}={float(values[key]):.4f}" for key in self.keys if key in values)
-        log.info("epoch %d/%d %s", self._pending, trainer.max_epochs, shown)
+        log.info("%s %s", progress_words(trainer, self._pending), shown)
         self._pending = None
+
+
+def progress_words(trainer: L.Trainer, epoch: int) -> str:
+    """`epoch 3/30`; where max_steps ends the run (task=lm, whose max_epochs is only a ceiling
+    of 1,000,000) `step 750/2000 (epoch 3)`: "epoch 3/1000000" would say nothing."""
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        return f"step {trainer.global_step}/{trainer.max_steps} (epoch {epoch})"
+    return f"epoch {epoch}/{trainer.max_epochs}"
 
 
 def progress_bar(leave: bool = True) -> L.Callback:

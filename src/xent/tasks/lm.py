@@ -23,7 +23,9 @@ from torch import nn
 
 from xent.checks import choice_name, integer, one_of
 from xent.errors import ConfigError, root_message
-from xent.losses.lm import HEADS, LMLoss, as_lm_loss
+from xent.losses.lm import HEADS, IGNORE_INDEX, LMLoss, as_lm_loss
+from xent.pretrained import check_pretrained, nested_run_config, obtain_pretrained, resolved
+from xent.tasks import lm_eval
 from xent.tasks.base import FewThreads, Prepared, RunTrainer, Task
 from xent.tasks.probes import check_data_fits, data_kind, loss_kind
 
@@ -59,6 +61,7 @@ class LMTask(FewThreads, Task):
         for stage in ("val", "test")
         for name in ("loss", "bpc", "bpb", "ppl", "acc")
     ) + ("train/tokens_per_s", "train/lse_mean", "train/tokens", "train/loss")
+    reported += tuple(f"test/pass@{k}" for k in lm_eval.HEADLINE_KS)
     best_key = "best/val_loss"
     best_test_keys = {"test/loss": "best/test_loss"}
     summary_keys = ("val/loss", "best/val_loss", "val/bpb", "test/loss", "train/tokens_per_s")
@@ -135,12 +138,17 @@ class LMTask(FewThreads, Task):
             ) from err
         if value.ndim != 0 or not torch.isfinite(value):
             raise ConfigError(f"{choice_name(cfg, 'loss')} gives {value} on a zero window")
+        if cfg.get("base") is not None and load_pretrained:  # a job loads it once, in `prepare`
+            check_pretrained(cfg, "base")
 
     @classmethod
     def prepare(
         cls, cfg: DictConfig, net: nn.Module, loss: nn.Module, *, train: RunTrainer
     ) -> Prepared:
         n_params = net.n_params() if hasattr(net, "n_params") else None
+        if cfg.get("base") is not None:  # fine-tuning: start from the base model's weights
+            base, _ = obtain_pretrained(cfg, "base", train=train, run_config=base_run_config)
+            net.load_state_dict(base.state_dict())
         return Prepared(
             net, metrics={"model/n_params": n_params, "data/vocab_size": int(cfg.data.vocab_size)}
         )
@@ -161,6 +169,7 @@ class LMTask(FewThreads, Task):
         temperature: float = 0.8,
         sample_seed: int = 0,
         num_threads: int | None = 1,
+        pass_at_k: int = 0,
     ):
         super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.lm_loss: LMLoss = as_lm_loss(loss)
@@ -174,6 +183,9 @@ class LMTask(FewThreads, Task):
         self._batch_started = 0.0
         self.eval_sums: dict[str, torch.Tensor] = {}
         self.num_threads = num_threads  # FewThreads applies it
+        # pass@k: answers sampled per test question at each evaluation (0: none; data=arith)
+        self.pass_at_k = integer("task.pass_at_k", pass_at_k, at_least=0)
+        self.pass_curves: list[dict[str, Any]] = []
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -210,11 +222,13 @@ class LMTask(FewThreads, Task):
         super().on_save_checkpoint(checkpoint)
         checkpoint["lm/tokens_seen"] = self.tokens_seen
         checkpoint["lm/train_seconds"] = self.train_seconds  # a resumed run's tokens/s stays true
+        checkpoint["lm/pass_curves"] = self.pass_curves  # a resumed run keeps its earlier epochs
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self.tokens_seen = checkpoint.get("lm/tokens_seen", self.tokens_seen)
         self.train_seconds = checkpoint.get("lm/train_seconds", self.train_seconds)
+        self.pass_curves = checkpoint.get("lm/pass_curves", self.pass_curves)
 
     # -- evaluation -------------------------------------------------------------------------------
 
@@ -224,11 +238,12 @@ class LMTask(FewThreads, Task):
         logits = self.net.logits(x).float()
         nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
         token_bytes = self.trainer.datamodule.token_bytes.to(y.device)
+        kept = y != IGNORE_INDEX  # masked prompts and padding (data=arith) are not evaluated
         sums = {
             "nll": nll.double(),
-            "correct": (logits.argmax(-1) == y).sum().double(),
-            "tokens": torch.tensor(float(y.numel()), dtype=torch.float64),
-            "bytes": token_bytes[y].sum().double(),
+            "correct": (logits.argmax(-1) == y)[kept].sum().double(),
+            "tokens": kept.sum().double(),
+            "bytes": token_bytes[y[kept]].sum().double(),
         }
         for key, value in sums.items():
             self.eval_sums[key] = self.eval_sums.get(key, 0.0) + value.cpu()
@@ -262,10 +277,50 @@ class LMTask(FewThreads, Task):
         values = self._log_eval("val")
         if not self.trainer.sanity_checking:
             self.best_value = min(self.best_value, values["val/loss"])
+            self.record_pass_at_k(self.current_epoch + 1)
         self.log(self.best_key, self.best_value)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
+        if self.measures_pass_at_k():
+            self.log_pass_at_k()
+
+    # -- pass@k (data=arith) -----------------------------------------------------------------------
+
+    def measures_pass_at_k(self) -> bool:
+        return bool(self.pass_at_k) and hasattr(self.trainer.datamodule, "questions")
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step == 0:  # the starting point (the base model) is epoch 0
+            self.record_pass_at_k(0)
+
+    def record_pass_at_k(self, epoch: int) -> None:
+        """The pass@k curve of the current weights on the test questions, kept as `epoch`'s:
+        the curve across fine-tuning epochs is what the DCO claim is about."""
+        if not self.measures_pass_at_k() or self.global_rank != 0:
+            return
+        datamodule = self.trainer.datamodule
+        questions = datamodule.questions("test")
+        correct = lm_eval.count_correct(
+            self.net, datamodule, questions, self.pass_at_k, self.sample_seed
+        )
+        curve = lm_eval.pass_at_k_curve(correct, self.pass_at_k)
+        entry = {"epoch": epoch, "step": self.trainer.global_step, "n": self.pass_at_k}
+        self.pass_curves.append({**entry, "questions": len(questions), "curve": curve})
+
+    def log_pass_at_k(self) -> None:
+        """test/pass@k of the tested weights (the last epoch's curve when they are its
+        weights), `test/pass@k/epochE` per recorded epoch, and the run dir's files."""
+        if not self.pass_curves or self.pass_curves[-1]["step"] != self.trainer.global_step:
+            self.record_pass_at_k(self.current_epoch)
+        values = lm_eval.headline(self.pass_curves[-1]["curve"])
+        for entry in self.pass_curves:
+            for key, value in lm_eval.headline(entry["curve"]).items():
+                values[f"{key}/epoch{entry['epoch']}"] = value
+        self.log_dict(values)
+        self.reported = type(self).reported + tuple(values)
+        if self.samples_dir is not None and self.global_rank == 0:
+            lm_eval.write_curves(Path(self.samples_dir), self.pass_curves)
 
     # -- samples ----------------------------------------------------------------------------------
 
@@ -310,3 +365,16 @@ def first_training_batch(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
     datamodule.prepare_data()
     datamodule.setup("fit")
     return next(iter(datamodule.train_dataloader()))
+
+
+def base_run_config(cfg: DictConfig, entry: Path, key: str = "base") -> DictConfig:
+    """The run that pre-trains the base model experiment=dco_arith fine-tunes: token CE on the
+    base node's data for its recipe's `steps`, validated every `eval_interval` steps, written
+    into the cache entry `entry` (xent.pretrained)."""
+    recipe = resolved(cfg[key].recipe)
+    tcfg = nested_run_config(cfg, entry, key, recipe)
+    with open_dict(tcfg):
+        tcfg.loss = {"_target_": "torch.nn.CrossEntropyLoss"}
+        tcfg.trainer.max_steps = recipe.steps
+        tcfg.data.eval_interval = recipe.eval_interval
+    return tcfg
