@@ -84,8 +84,8 @@ CASES.update(
         "unknown key": Case(
             ("nokey=1",),
             (
-                "error: unknown key 'nokey'; valid top-level keys: callbacks, ckpt_path, claim, "
-                "data, eval_ckpt, experiment,",
+                "error: unknown key 'nokey'; valid top-level keys: base, callbacks, ckpt_path, "
+                "claim, data, dco_loss, eval_ckpt, experiment,",
                 "loss, model, optim,",
             ),
         ),
