@@ -352,3 +352,21 @@ def _check(command: ReadmeCommand, cwd: Path, proc) -> str | None:
     if proc.returncode != 0 or stderr:
         return f"exit {proc.returncode}, stderr {stderr[-3:]!r}"
     return None
+
+
+def test_the_groups_table_names_every_option_of_its_groups():
+    """README "Choosing the pieces": each group's row names all its config files (a `for_<data>`
+    pattern covers the per-data-set ones), so a new option cannot ship unlisted."""
+    import re
+
+    section = README.read_text().split("## Choosing the pieces")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    assert len(rows) >= 10
+    conf = REPO / "src" / "xent" / "conf"
+    for group_cell, options_cell, *_ in rows:
+        group = group_cell.strip("| `")
+        named = set(re.findall(r"`([^`]+)`", options_cell))
+        for path in (conf / group).glob("*.yaml"):
+            if path.stem.startswith("for_") and "for_<data>" in named:
+                continue
+            assert path.stem in named, f"{group}={path.stem} is missing from the README's table"
