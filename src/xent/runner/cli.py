@@ -228,9 +228,29 @@ def one_line(err: BaseException) -> str:
         valid = ", ".join(sorted(err.options)) or f"none found for group '{group}'"
         return f"{group}={bad} is not an option; valid: {valid}"
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return _unselected_key(lines[0] if lines else "") or (
-        " ".join(lines[:3]) if lines else type(err).__name__
+    first = lines[0] if lines else ""
+    return (
+        _unknown_appended_option(" ".join(lines[:3]))
+        or _unselected_key(first)
+        or (" ".join(lines[:3]) if lines else type(err).__name__)
     )
+
+
+def _unknown_appended_option(line: str) -> str | None:
+    """`dco_loss=nope` for a group the root defaults list leaves out (dco_loss, lm_loss, base):
+    Hydra suggests `+dco_loss=nope`, which would fail next; list the group's options instead.
+    A valid option keeps Hydra's own line (append it with +)."""
+    from xent.runner.command_line import config_groups, group_options
+
+    pattern = r"Could not override '([^']+)'\. No match in the defaults list.*\+\1=(\S+)"
+    match = re.match(pattern, line)
+    if not match or match.group(1) not in config_groups():
+        return None
+    group, bad = match.groups()
+    options = group_options(group)
+    if bad in options:
+        return None
+    return f"{group}={bad} is not an option; valid: {', '.join(options)}"
 
 
 def _unselected_key(line: str) -> str | None:
