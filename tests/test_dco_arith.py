@@ -158,6 +158,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # the fast tier's lm e2e is test_lm_experiments' sweep
 def test_sweep_runs_and_reports_pass_at_k(tmp_path):
     """The sweep in miniature (a 6-step base model, 2 epochs of 2 steps, 64 samples of 3
     test questions): every job fine-tunes from the one cached base model and reports pass@k."""

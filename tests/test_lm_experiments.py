@@ -72,6 +72,7 @@ def test_each_lm_loss_option_is_a_loss_with_its_settings(option, loss):
     assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.model.block_size) == (2000, 12, 64)
 
 
+@pytest.mark.slow  # four jobs; the fast tier's lm e2e is test_lm_task's tiny run
 def test_lm_losses_sweep_runs_and_judges_each_loss_against_ce(tmp_path):
     proc = tiny_sweep(tmp_path, "lm_losses", "seed=0")  # one seed: 4 jobs, seconds
     assert proc.returncode == 0, proc.stderr

@@ -137,6 +137,7 @@ def test_the_plot_shows_the_points_the_curve_and_e_on_log_log_axes(few_resamples
     assert labels == ["jobs (n=8)", "fit", f"E = {fit.estimates['E']:.3g}"]
 
 
+@pytest.mark.slow  # the fit of a law with no floor takes seconds to converge
 def test_an_e_far_below_the_points_does_not_stretch_the_axis(few_resamples):
     """A pure power law (the points find no floor: E fits to about 0) keeps the points readable:
     the y axis spans the losses, and E is named in the legend, not drawn decades below."""
