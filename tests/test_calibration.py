@@ -16,7 +16,9 @@ from torchmetrics.classification import MulticlassCalibrationError
 from xent.calibration import CALIBRATORS, CAConfig, ca_loss, calibration_metrics, make_calibrator
 from xent.calibration.ca import view_features
 from xent.calibration.calibrators import fit_log_temperature, nll_objective
+from xent.calibration.evaluate import IN_DISTRIBUTION, Logits, calibrate_and_measure
 from xent.calibration.metrics import adaptive_ece, bin_index, ece, mce, top1
+from xent.errors import ConfigError
 
 EDGES = torch.linspace(0, 1, 16)  # float32, as torchmetrics makes them for float32 inputs
 
@@ -203,3 +205,58 @@ def test_vector_and_matrix_scaling_lower_the_nll_of_an_overconfident_source():
     for name in ("vs", "ms"):
         calibrated = make_calibrator(name).fit(logits, labels)(logits)
         assert calibration_metrics(calibrated, labels)["nll"] < before - 0.4, name
+
+
+def shifted_toy(seed: int = 5) -> Logits:
+    """A noisier copy of the toy: lower accuracy at the same overconfidence, a 'shift'."""
+    logits, labels = overconfident_toy(n=1000, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    return Logits(logits + 6 * torch.randn(logits.shape, generator=gen), labels)
+
+
+def test_metrics_per_domain_before_and_after_and_the_split_size():
+    logits, labels = overconfident_toy()
+    test_logits, test_labels = overconfident_toy(n=1000, seed=4)
+    domains = {IN_DISTRIBUTION: Logits(test_logits, test_labels), "noise": shifted_toy()}
+    metrics = calibrate_and_measure("ts", make_calibrator("ts"), Logits(logits, labels), domains)
+    assert metrics["calib/n"] == 2000 and metrics["calib/T"] == pytest.approx(2.6560122)
+    for prefix in ("test", "test_uncal"):
+        for metric in ("acc", "nll", "brier", "ece", "ace", "smece", "mce"):
+            assert f"{prefix}/{metric}" in metrics and f"{prefix}/{metric}/noise" in metrics
+    assert len(metrics) == 2 + 2 * 2 * 7
+    assert metrics["test/acc/noise"] == metrics["test_uncal/acc/noise"]
+    assert metrics["test/ece"] < metrics["test_uncal/ece"]
+    assert metrics["test/nll/noise"] < metrics["test_uncal/nll/noise"]
+
+
+@pytest.mark.parametrize("name", ["ts", "ts_ca", "vs", "ms", "ca"])
+def test_test_logits_never_touch_the_fit(name: str):
+    """The fit reads the calibration split only: whatever the test domains hold, the fitted
+    calibrator maps the calibration split's logits to exactly the same values."""
+    logits, labels = overconfident_toy()
+    gen = torch.Generator().manual_seed(7)
+    views = torch.stack([logits + torch.randn(logits.shape, generator=gen) for _ in range(3)])
+    calib = Logits(logits, labels, views)
+    outputs = []
+    for seed in (4, 6):
+        test_logits, test_labels = overconfident_toy(n=300, seed=seed)
+        test_views = torch.stack([test_logits] * 3)
+        domains = {IN_DISTRIBUTION: Logits(test_logits, test_labels, test_views)}
+        calibrator = make_calibrator(name)
+        calibrate_and_measure(name, calibrator, calib, domains)
+        outputs.append(calibrator(logits, views))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_a_calibration_split_too_small_for_the_calibrator_is_refused_in_one_line():
+    logits, labels = overconfident_toy(n=100)  # K = 5: ms has 30 parameters, fits; K = 10 not
+    wide = torch.cat([logits, logits], dim=1)
+    with pytest.raises(ConfigError) as err:
+        calibrate_and_measure("ms", make_calibrator("ms"), Logits(wide[:100], labels), {})
+    assert str(err.value) == (
+        "calibrator=ms has 110 parameters with 10 classes, more than the 100 samples of the "
+        "calibration split (the source's validation split); pick calibrator=ts or ts_ca "
+        "(1 parameter) or a source with a larger validation split"
+    )
+    metrics = calibrate_and_measure("ms", make_calibrator("ms"), Logits(logits, labels), {})
+    assert metrics == {"calib/n": 100}
