@@ -140,7 +140,7 @@ def test_an_underconfident_source_gets_a_temperature_below_one():
 
 
 def ca_loss_by_formula(logits: torch.Tensor, correct: list[bool]) -> float:
-    """design/losses.md §10, one sample at a time: sum w (c_hat - c)^2 / sum w."""
+    """docs/methods/calibrate.md §5, one sample at a time: sum w (c_hat - c)^2 / sum w."""
     accuracy = sum(correct) / len(correct)
     total = weight_sum = 0.0
     for row, right in zip(logits.tolist(), correct, strict=True):

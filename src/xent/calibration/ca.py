@@ -1,4 +1,4 @@
-"""The correctness-aware (CA) calibrator of Liu et al. 2024 (design/losses.md §10).
+"""The correctness-aware (CA) calibrator of Liu et al. 2024 (docs/methods/calibrate.md §5).
 
 A small network reads, for each transformed view of an input, the view's probabilities at the
 original prediction's top classes, and outputs a temperature T(x) clamped to [0.1, 10]; the

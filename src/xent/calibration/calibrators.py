@@ -3,7 +3,7 @@
 `none` and the temperature calibrators (`ts`: NLL; `ts_ca`: the CA loss) are ours, since they
 share one float64 fit of log T; `vs` and `ms` come from probmetrics (docs/methods/calibrate.md
 says why that library); `ca` (a per-sample temperature from transformed views) is ours, after the
-CA paper's released code (design/losses.md §10).
+CA paper's released code (docs/methods/calibrate.md §5).
 """
 
 from __future__ import annotations
