@@ -18,6 +18,7 @@ from xent.calibration.ca import view_features
 from xent.calibration.calibrators import fit_log_temperature, nll_objective
 from xent.calibration.evaluate import IN_DISTRIBUTION, Logits, calibrate_and_measure
 from xent.calibration.metrics import adaptive_ece, bin_index, ece, mce, top1
+from xent.calibration.views import image_views, view_logits
 from xent.errors import ConfigError
 
 EDGES = torch.linspace(0, 1, 16)  # float32, as torchmetrics makes them for float32 inputs
@@ -260,3 +261,29 @@ def test_a_calibration_split_too_small_for_the_calibrator_is_refused_in_one_line
     )
     metrics = calibrate_and_measure("ms", make_calibrator("ms"), Logits(logits, labels), {})
     assert metrics == {"calib/n": 100}
+
+
+def test_one_channel_views_are_a_rotation_a_flip_and_an_affine_jitter():
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    rotated, flipped, shifted = image_views(images)
+    assert torch.equal(flipped, images.flip(-1))
+    assert not torch.equal(rotated, images) and not torch.equal(shifted, images)
+    assert rotated.shape == shifted.shape == images.shape
+    assert len(image_views(images)) == CAConfig().n_views
+
+
+def test_colour_views_are_a_rotation_a_greyscale_and_a_jitter():
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    _, grey, jittered = image_views(images)
+    luma = 0.2989 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2]
+    for channel in range(3):
+        assert torch.allclose(grey[:, channel], luma, atol=1e-3)
+    assert not torch.equal(jittered, images)
+
+
+def test_view_logits_stack_the_net_on_each_view():
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    images = torch.rand(5, 1, 8, 8)
+    logits = view_logits(net, images)
+    assert logits.shape == (3, 5, 4)
+    assert torch.equal(logits[1], net(images.flip(-1)).detach())
