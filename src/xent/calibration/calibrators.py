@@ -9,11 +9,10 @@ CA paper's released code (docs/methods/calibrate.md §5).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from probmetrics.calibrators.logistic import MatrixScalingCalibrator, VectorScalingCalibrator
-from probmetrics.distributions import CategoricalLogits
 
 from xent.calibration.ca import CAConfig, TemperatureNet, ca_loss, fit_temperature_net
 
@@ -98,13 +97,25 @@ class TemperatureScaling(Calibrator):
         return {"T": self.temperature}
 
 
+def _probmetrics() -> Any:
+    """probmetrics, imported when a calibrator of it is fitted: its import warns on stderr
+    (torch.jit.script's deprecation), which every other run would print for nothing."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from probmetrics import distributions
+        from probmetrics.calibrators import logistic
+    return logistic, distributions
+
+
 class ProbmetricsScaling(Calibrator):
     """A probmetrics logit calibrator (vector or matrix scaling), fitted in float64."""
 
     keeps_argmax = False
 
-    def __init__(self, make: Callable[[], object], params_per_class: Callable[[int], int]):
-        self.make = make
+    def __init__(self, class_name: str, params_per_class: Callable[[int], int]):
+        self.class_name = class_name
         self.params_per_class = params_per_class
         self.fitted = None
 
@@ -112,11 +123,15 @@ class ProbmetricsScaling(Calibrator):
         return self.params_per_class(num_classes)
 
     def fit(self, logits, labels, view_logits=None) -> ProbmetricsScaling:
-        self.fitted = self.make().fit_torch(CategoricalLogits(logits.detach().double()), labels)
+        logistic, distributions = _probmetrics()
+        logits = distributions.CategoricalLogits(logits.detach().double())
+        self.fitted = getattr(logistic, self.class_name)().fit_torch(logits, labels)
         return self
 
     def __call__(self, logits, view_logits=None):
-        calibrated = self.fitted.predict_proba_torch(CategoricalLogits(logits.detach().double()))
+        _, distributions = _probmetrics()
+        as_distribution = distributions.CategoricalLogits(logits.detach().double())
+        calibrated = self.fitted.predict_proba_torch(as_distribution)
         return calibrated.get_logits().to(logits.dtype)
 
 
@@ -156,7 +171,7 @@ CALIBRATORS: dict[str, Callable[[], Calibrator]] = {
     "none": Calibrator,
     "ts": TemperatureScaling,
     "ts_ca": lambda: TemperatureScaling(ca_objective),
-    "vs": lambda: ProbmetricsScaling(VectorScalingCalibrator, lambda k: 2 * k),
-    "ms": lambda: ProbmetricsScaling(MatrixScalingCalibrator, lambda k: k * k + k),
+    "vs": lambda: ProbmetricsScaling("VectorScalingCalibrator", lambda k: 2 * k),
+    "ms": lambda: ProbmetricsScaling("MatrixScalingCalibrator", lambda k: k * k + k),
     "ca": CorrectnessAware,
 }

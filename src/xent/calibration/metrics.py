@@ -8,7 +8,6 @@ the confidences' dtype, so a confidence equal to an edge goes to the bin that st
 
 from __future__ import annotations
 
-import relplot
 import torch
 import torch.nn.functional as F
 
@@ -63,6 +62,8 @@ def adaptive_ece(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 
 
 def smooth_ece(confidence: torch.Tensor, correct: torch.Tensor) -> float:
     """Smooth ECE (Blasiok and Nakkiran 2023): no bins, a kernel of fitted bandwidth (relplot)."""
+    import relplot  # here: it imports pandas and seaborn, which most runs never need
+
     return float(relplot.smECE(f=confidence.double().numpy(), y=correct.double().numpy()))
 
 
