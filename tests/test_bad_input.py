@@ -453,6 +453,14 @@ CASES.update(
             ("task=calibrate", f"source.run_dir={ROOT}/runs"),
             (f"source.run_dir={ROOT}/runs: not a run dir (no .hydra/config.yaml)",),
         ),
+        "calibrate: calibration split too small for the calibrator": Case(
+            ("task=calibrate", "calibrator=ms", "data.val_fraction=0.05"),
+            (
+                "calibrator=ms has 110 parameters with 10 classes, more than the 90 samples of "
+                "the calibration split (the source's validation split); pick calibrator=ts or "
+                "ts_ca (1 parameter) or a source with a larger validation split",
+            ),
+        ),
         "calibrate: source run on other data": Case(
             ("task=calibrate", f"source.run_dir={ROOT}/earlier", "data.val_fraction=0.2"),
             (

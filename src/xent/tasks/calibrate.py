@@ -20,11 +20,16 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xent.calibration import CALIBRATORS, make_calibrator
-from xent.calibration.evaluate import IN_DISTRIBUTION, Logits, calibrate_and_measure
+from xent.calibration.evaluate import (
+    IN_DISTRIBUTION,
+    Logits,
+    calibrate_and_measure,
+    check_split_size,
+)
 from xent.calibration.source_run import read_source_run
 from xent.calibration.views import view_logits
 from xent.checkpoint_io import atomic_torch_save
-from xent.checks import one_of
+from xent.checks import instantiate_group, one_of
 from xent.pretrained import check_pretrained, load_weights, obtain_pretrained
 from xent.tasks.base import Prepared, RunTrainer, Task
 
@@ -46,6 +51,13 @@ def _load_source_run(cfg: DictConfig) -> tuple[nn.Module, Path]:
     return load_weights(model, source.checkpoint, cfg, "source"), source.checkpoint
 
 
+def _validation_size(cfg: DictConfig) -> int:
+    """How many samples the calibration split (the data's validation split) holds."""
+    data = instantiate_group(cfg, "data")
+    data.setup("test")
+    return len(data.splits["val"].labels)
+
+
 class CalibrateTask(Task):
     """Fits a calibrator on the source's validation logits; tests it on the test split."""
 
@@ -65,7 +77,11 @@ class CalibrateTask(Task):
         """The classify probes; a known calibrator; the source run (when given) finished a
         classify run on this data and loads; else the source model is reachable."""
         super().check(cfg, net, loss, load_pretrained=load_pretrained)
-        one_of("calibrator", cfg.task.calibrator, sorted(CALIBRATORS))
+        name = one_of("calibrator", cfg.task.calibrator, sorted(CALIBRATORS))
+        calibrator = make_calibrator(name)
+        num_classes = int(cfg.data.num_classes)
+        if calibrator.n_params(num_classes) > 1:  # one parameter fits any split
+            check_split_size(name, calibrator, _validation_size(cfg), num_classes)
         if _source_run_dir(cfg):
             _load_source_run(cfg)
         elif load_pretrained:
