@@ -39,11 +39,11 @@ def test_ts_from_a_run_dir_keeps_accuracy_and_lowers_nll_and_ece(source_run):
     )
     assert metrics["calib/n"] == 180  # digits' validation split: 10 % of 1,797
     # before calibration, the run's own test metrics, as task=classify measured them
-    assert metrics["test_uncal/ece"] == pytest.approx(source["test/ece"], abs=1e-6)
-    assert metrics["test_uncal/acc"] == pytest.approx(source["test/acc"], abs=1e-6)
-    assert metrics["test/acc"] == metrics["test_uncal/acc"]
-    assert metrics["test/nll"] < metrics["test_uncal/nll"]
-    assert metrics["test/ece"] < metrics["test_uncal/ece"] / 3
+    assert metrics["test/ece_uncal"] == pytest.approx(source["test/ece"], abs=1e-6)
+    assert metrics["test/acc_uncal"] == pytest.approx(source["test/acc"], abs=1e-6)
+    assert metrics["test/acc"] == metrics["test/acc_uncal"]
+    assert metrics["test/nll"] < metrics["test/nll_uncal"]
+    assert metrics["test/ece"] < metrics["test/ece_uncal"] / 3
     assert metrics["calib/T"] < 1  # under-confident: sharpened
     logits = torch.load(run / "logits.pt", weights_only=True)
     assert logits["calib"]["logits"].shape == (180, 10)
@@ -81,4 +81,4 @@ def test_without_a_run_dir_the_source_is_trained_once_into_the_cache(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert [p for p in teachers.iterdir() if p.is_dir()] == [entry]  # not trained again
     again = metrics_of(tmp_path / "b")
-    assert again["test/ece"] == again["test_uncal/ece"]  # calibrator=none changes nothing
+    assert again["test/ece"] == again["test/ece_uncal"]  # calibrator=none changes nothing

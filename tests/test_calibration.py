@@ -221,13 +221,13 @@ def test_metrics_per_domain_before_and_after_and_the_split_size():
     domains = {IN_DISTRIBUTION: Logits(test_logits, test_labels), "noise": shifted_toy()}
     metrics = calibrate_and_measure("ts", make_calibrator("ts"), Logits(logits, labels), domains)
     assert metrics["calib/n"] == 2000 and metrics["calib/T"] == pytest.approx(2.6560122)
-    for prefix in ("test", "test_uncal"):
-        for metric in ("acc", "nll", "brier", "ece", "ace", "smece", "mce"):
-            assert f"{prefix}/{metric}" in metrics and f"{prefix}/{metric}/noise" in metrics
+    for metric in ("acc", "nll", "brier", "ece", "ace", "smece", "mce"):
+        for key in (f"test/{metric}", f"test/{metric}_uncal"):
+            assert key in metrics and f"{key}/noise" in metrics
     assert len(metrics) == 2 + 2 * 2 * 7
-    assert metrics["test/acc/noise"] == metrics["test_uncal/acc/noise"]
-    assert metrics["test/ece"] < metrics["test_uncal/ece"]
-    assert metrics["test/nll/noise"] < metrics["test_uncal/nll/noise"]
+    assert metrics["test/acc/noise"] == metrics["test/acc_uncal/noise"]
+    assert metrics["test/ece"] < metrics["test/ece_uncal"]
+    assert metrics["test/nll/noise"] < metrics["test/nll_uncal/noise"]
 
 
 @pytest.mark.parametrize("name", ["ts", "ts_ca", "vs", "ms", "ca"])

@@ -2,8 +2,8 @@
 after: the core of task=calibrate, free of any run dir or data module.
 
 metrics keys: `test/<metric>` on the in-distribution test split and `test/<metric>/<shift>` on
-each shifted one, after calibration; `test_uncal/...` the same before; `calib/n` the calibration
-split's size and `calib/<param>` the fitted scalars (`calib/T` for ts and ts_ca).
+each shifted one, after calibration; `test/<metric>_uncal[/<shift>]` the same before; `calib/n`
+the calibration split's size and `calib/<param>` the fitted scalars (`calib/T` for ts and ts_ca).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def check_split_size(name: str, calibrator: Calibrator, n_samples: int, num_clas
     )
 
 
-def domain_key(prefix: str, metric: str, domain: str) -> str:
-    """`prefix/metric` for the in-distribution test split, `prefix/metric/domain` for a shift."""
-    return f"{prefix}/{metric}" if domain == IN_DISTRIBUTION else f"{prefix}/{metric}/{domain}"
+def domain_key(metric: str, domain: str) -> str:
+    """`test/metric` for the in-distribution test split, `test/metric/domain` for a shift."""
+    return f"test/{metric}" if domain == IN_DISTRIBUTION else f"test/{metric}/{domain}"
 
 
 def calibrate_and_measure(
@@ -57,7 +57,7 @@ def calibrate_and_measure(
     metrics.update({f"calib/{key}": value for key, value in calibrator.params().items()})
     for domain, split in domains.items():
         calibrated = calibrator(split.logits, split.view_logits)
-        for prefix, logits in (("test_uncal", split.logits), ("test", calibrated)):
+        for suffix, logits in (("_uncal", split.logits), ("", calibrated)):
             for metric, value in calibration_metrics(logits, split.labels).items():
-                metrics[domain_key(prefix, metric, domain)] = value
+                metrics[domain_key(metric + suffix, domain)] = value
     return metrics

@@ -3,8 +3,8 @@
 Nothing is trained: the run tests this task. Before the test loop it computes the source's
 logits on the validation split (the calibration split); the test loop collects the test
 split's logits; at its end the calibrator is fitted on the calibration logits alone and every
-metric is measured on the test logits before (`test_uncal/*`) and after (`test/*`). The logits
-go to `logits.pt`, the calibrated test split's reliability diagram to `reliability.png`.
+metric is measured on the test logits before (`test/<metric>_uncal`) and after (`test/*`). The
+logits go to `logits.pt`, the calibrated test split's reliability diagram to `reliability.png`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class CalibrateTask(Task):
     target_kind = "class"
     trains_on = "class labels"
     loss_hint = "no loss (the source is trained already); keep loss=ce"
-    summary_keys = ("test/ece", "test_uncal/ece", "test/nll", "test/acc", "calib/T")
+    summary_keys = ("test/ece", "test/ece_uncal", "test/nll", "test/acc", "calib/T")
     fits = False
     # The fit needs gradients, and Lightning's test loop runs under torch.inference_mode,
     # whose tensors never take part in autograd.
@@ -159,7 +159,7 @@ class CalibrateTask(Task):
             "calibrate: %s on %d samples, test ECE %.4f -> %.4f",
             self.calibrator_name,
             len(self._calib.labels),
-            metrics["test_uncal/ece"],
+            metrics["test/ece_uncal"],
             metrics["test/ece"],
         )
         if self.output_dir is not None:
