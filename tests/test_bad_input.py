@@ -53,6 +53,7 @@ GROUP_CONTEXT = {
     "teacher": ("task=distill",),
     "teacher/recipe": ("task=distill",),
     "source": ("tta=norm",),
+    "calibrator": ("task=calibrate",),
 }
 APPENDED_GROUPS = {"flow_pair", "lm_loss"}
 
@@ -443,6 +444,36 @@ CASES.update(
         "lm: a class loss": Case(
             (*LM, "loss=focal"),
             ("loss=focal trains on class labels but task=lm needs a token loss",),
+        ),
+    }
+)
+
+# --- task=calibrate: the source run ({root}/earlier is a finished classify run on digits) -------
+CALIBRATE_WANTED = "pass the run dir of a finished task=classify run"
+CASES.update(
+    {
+        "calibrate: source run dir missing": Case(
+            ("task=calibrate", f"source.run_dir={ROOT}/nope"),
+            (f"source.run_dir={ROOT}/nope: no such directory; {CALIBRATE_WANTED}",),
+        ),
+        "calibrate: source dir holds no run": Case(
+            ("task=calibrate", f"source.run_dir={ROOT}/runs"),
+            (f"source.run_dir={ROOT}/runs: not a run dir (no .hydra/config.yaml)",),
+        ),
+        "calibrate: calibration split too small for the calibrator": Case(
+            ("task=calibrate", "calibrator=ms", "data.val_fraction=0.05"),
+            (
+                "calibrator=ms has 110 parameters with 10 classes, more than the 90 samples of "
+                "the calibration split (the source's validation split); pick calibrator=ts or "
+                "ts_ca (1 parameter) or a source with a larger validation split",
+            ),
+        ),
+        "calibrate: source run on other data": Case(
+            ("task=calibrate", f"source.run_dir={ROOT}/earlier", "data.val_fraction=0.2"),
+            (
+                f"source.run_dir={ROOT}/earlier was trained on other data: its "
+                "data.val_fraction=0.1, this run's data.val_fraction=0.2",
+            ),
         ),
     }
 )
