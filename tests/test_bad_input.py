@@ -85,8 +85,8 @@ CASES.update(
         "unknown key": Case(
             ("nokey=1",),
             (
-                "error: unknown key 'nokey'; valid top-level keys: base, callbacks, ckpt_path, "
-                "claim, data, dco_loss, eval_ckpt, experiment,",
+                "error: unknown key 'nokey'; valid top-level keys: base, calibrator, callbacks, "
+                "ckpt_path, claim, data, dco_loss, eval_ckpt, experiment,",
                 "loss, model, optim,",
             ),
         ),

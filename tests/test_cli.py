@@ -258,8 +258,8 @@ def test_legit_overrides_pass_the_checks():
         (["-m", "optimiser.lr=0.1,0.2"], "unknown key 'optimiser'; did you mean 'optim'?"),
         (
             ["+new.key=1"],
-            "unknown key 'new'; valid top-level keys: base, callbacks, ckpt_path, claim, data, "
-            "dco_loss, eval_ckpt, experiment, experiment_name, flow_pair, headline, "
+            "unknown key 'new'; valid top-level keys: base, calibrator, callbacks, ckpt_path, "
+            "claim, data, dco_loss, eval_ckpt, experiment, experiment_name, flow_pair, headline, "
             "hparams_search, hydra, lm_loss, logger, loss, model, optim, optimized_metric, pair, "
             "paths, resume, sched, "
             "seed, source, tags, task, teacher, trainer, tta",
