@@ -90,10 +90,12 @@ def base_env() -> dict[str, str]:
 
 
 def run_commands(
-    commands: list[Command], parallel: int = 2, timeout: int = 900
+    commands: list[Command], parallel: int = 2, timeout: int = 900, threads: int | None = None
 ) -> list[subprocess.CompletedProcess]:
     """Run every command (`parallel` at a time, in order) and return what each printed and its
-    exit status (negative: the signal that ended it, as `subprocess` reports it)."""
+    exit status (negative: the signal that ended it, as `subprocess` reports it). `threads`
+    caps torch's threads in every command (the server imports torch, so a command's own
+    OMP_NUM_THREADS comes too late): one per command where `parallel` fills the cores."""
     if not commands:
         return []
     with tempfile.TemporaryDirectory(prefix="xent-cli-batch-") as scratch:
@@ -109,8 +111,10 @@ def run_commands(
                     "stderr": f"{scratch}/{i}.err",
                 }
             )
+        server_env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
         server = subprocess.run(
             [sys.executable, "-c", _SERVER, str(parallel)],
+            env=server_env,
             input=json.dumps(jobs),
             capture_output=True,
             text=True,

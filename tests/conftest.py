@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# The fast tier's lm sweeps, run together once a session (fixture `e2e_runs`).
+pytest_plugins = ["tests.e2e_runs"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import composed, xent_run
+from tests.conftest import composed
 from xent.data.arith import ArithDataModule, question_pairs
 from xent.losses.dco import DCOLoss
 from xent.tasks.lm_eval import (
@@ -142,39 +142,14 @@ def test_experiment_composes_rows_and_base(tmp_path):
     assert cfg.claim.baseline == {"dco_loss": "ce"} and cfg.claim.metric == "test/pass@64"
 
 
-TINY = [
-    "base.recipe.steps=6",
-    "base.recipe.eval_interval=6",
-    "base.data.train_size=60",
-    "data.train_size=20",
-    "data.batch_size=10",
-    "data.eval_interval=2",
-    "trainer.max_steps=4",
-    "data.val_size=4",
-    "data.test_size=3",
-    "task.pass_at_k=64",
-    "headline=[test/pass@1,test/pass@64]",
-    "logger=none",
-]
-
-
-@pytest.mark.slow  # the fast tier's lm e2e is test_lm_experiments' sweep
-def test_sweep_runs_and_reports_pass_at_k(tmp_path):
-    """The sweep in miniature (a 6-step base model, 2 epochs of 2 steps, 64 samples of 3
-    test questions): every job fine-tunes from the one cached base model and reports pass@k."""
-    sweep = tmp_path / "sweep"
-    proc = xent_run(
-        "-m",
-        "experiment=dco_arith",
-        "+dco_loss=ce,n16",
-        "seed=0",
-        *TINY,
-        f"hydra.sweep.dir={sweep}",
-        f"paths.teachers={tmp_path / 'teachers'}",
-        cwd=tmp_path,
-    )
+def test_sweep_runs_and_reports_pass_at_k(e2e_runs):
+    """The sweep in miniature (tests/e2e_runs.py: a 6-step base model, 2 epochs of 2 steps, 64
+    samples of 3 test questions): every job fine-tunes from the one cached base model and
+    reports pass@k."""
+    proc, folder = e2e_runs["dco_arith"]
+    sweep = folder / "sweep"
     assert proc.returncode == 0, proc.stderr[-3000:]
-    bases = list((tmp_path / "teachers").glob("GPT-arith-*/teacher.pt"))
+    bases = list((folder / "teachers").glob("GPT-arith-*/teacher.pt"))
     assert len(bases) == 1  # trained once, for both jobs
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())

@@ -1,6 +1,6 @@
 """The language-model sweep files: experiment=lm_losses (CE vs label smoothing vs z-loss vs EMO,
 judged against CE) and experiment=lm_scaling (a width sweep for `xent-report --fit`), run end
-to end on a tiny corpus with tiny overrides."""
+to end on a tiny corpus with tiny overrides (tests/e2e_runs.py)."""
 
 from __future__ import annotations
 
@@ -10,36 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from tests.conftest import xent_run
-
-TINY = [  # a 16-token context, 4 windows a batch, 6 steps validated once: seconds a job
-    "model.block_size=16",
-    "data.batch_size=4",
-    "data.eval_interval=6",
-    "data.eval_batches=2",
-    "trainer.max_steps=6",
-    "sched.warmup_steps=1",
-    "task.sample_tokens=8",
-    "logger=none",
-]
 CANDIDATES = ["lm_loss=ce_ls", "lm_loss=ce_logz", "lm_loss=emo"]
-
-
-def tiny_sweep(folder: Path, experiment: str, *extra: str):
-    """`xent-run -m experiment=NAME` on a 12 KB corpus (data=text) with the TINY budget."""
-    corpus = folder / "corpus.txt"
-    corpus.write_text("".join(f"line {i}: the quick brown fox jumps {i % 7}\n" for i in range(300)))
-    return xent_run(
-        "-m",
-        f"experiment={experiment}",
-        "data=text",
-        f"data.path={corpus}",
-        f"paths.data_dir={folder / 'data'}",
-        *TINY,
-        *extra,
-        f"hydra.sweep.dir={folder / 'sweep'}",
-        cwd=folder,
-    )
 
 
 def job_metrics(sweep: Path) -> dict[tuple[str, int], dict]:
@@ -72,11 +43,10 @@ def test_each_lm_loss_option_is_a_loss_with_its_settings(option, loss):
     assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.model.block_size) == (2000, 12, 64)
 
 
-@pytest.mark.slow  # four jobs; the fast tier's lm e2e is test_lm_task's tiny run
-def test_lm_losses_sweep_runs_and_judges_each_loss_against_ce(tmp_path):
-    proc = tiny_sweep(tmp_path, "lm_losses", "seed=0")  # one seed: 4 jobs, seconds
+def test_lm_losses_sweep_runs_and_judges_each_loss_against_ce(e2e_runs):
+    proc, folder = e2e_runs["lm_losses"]  # one seed: 4 jobs of 6 steps (tests/e2e_runs.py)
     assert proc.returncode == 0, proc.stderr
-    sweep = tmp_path / "sweep"
+    sweep = folder / "sweep"
     jobs = job_metrics(sweep)
     assert sorted(jobs) == [(f"lm_loss={o}", 0) for o in ("ce", "ce_logz", "ce_ls", "emo")]
     # the claim's metric and every headline column are keys every job reports
@@ -100,3 +70,36 @@ def test_lm_losses_sweep_runs_and_judges_each_loss_against_ce(tmp_path):
     assert all(c["verdict"] == "not enough seeds" for c in verdicts["candidates"])
     assert rows[0].startswith("| lm_loss=ce_ls | +0.0008 (one seed) | 1 | 0.00 |")
     assert all(row.endswith("| not enough seeds | – |") for row in rows)
+
+
+def test_lm_scaling_sweep_trains_each_width_and_the_report_fits_the_law(
+    e2e_runs, monkeypatch, capsys
+):
+    """experiment=lm_scaling at four widths (tests/e2e_runs.py): one job a width, the parameter
+    count of each (gpt_tiny: 2 blocks of 12·d² + 2·d, tied embedding, final norm), one seed, no
+    claim; then `xent-report SWEEP --fit` fits L = E + A/N^α to the four points."""
+    from tests.conftest import run_main
+    from xent.runner import scaling
+
+    proc, folder = e2e_runs["lm_scaling"]
+    assert proc.returncode == 0, proc.stderr
+    sweep = folder / "sweep"
+    vocab = len(set((folder / "corpus.txt").read_text()))
+    widths = {}
+    for job in sorted(sweep.glob("[0-9]*")):
+        metrics = json.loads((job / "metrics.json").read_text())
+        config = (job / ".hydra" / "config.yaml").read_text()
+        width = int(next(line for line in config.splitlines() if "n_embd:" in line).split()[-1])
+        assert metrics["status"] == "ok" and metrics["seed"] == 0
+        widths[width] = metrics["model/n_params"]
+    assert widths == {d: vocab * d + 2 * (12 * d**2 + 2 * d) + d for d in (16, 24, 32, 48)}
+    assert not (sweep / "verdicts.json").exists()  # not a comparison
+
+    monkeypatch.setattr(scaling, "RESAMPLES", 40)
+    code, out, err = run_main(monkeypatch, capsys, sweep, "--fit")
+    assert code == 0, err
+    fit = json.loads((sweep / "fit.json").read_text())
+    assert fit["metric"] == "best/val_loss" and fit["variables"] == ["model/n_params"]
+    assert sorted(p["model/n_params"] for p in fit["points"]) == sorted(widths.values())
+    assert list(fit["parameters"]) == ["E", "A", "α"] and fit["bootstrap"]["resamples"] == 40
+    assert (sweep / "fit.png").is_file()

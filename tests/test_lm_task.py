@@ -61,8 +61,8 @@ def tiny_run(folder: Path, *extra: str):
     )
 
 
+@pytest.mark.slow  # the fast tier's lm runs are the sweeps of tests/e2e_runs.py
 def test_a_tiny_lm_run_writes_its_metrics_and_samples(tmp_path):
-    """task=lm's one end-to-end run in the fast tier (issue 17: one tiny run per task)."""
     proc = tiny_run(tmp_path)
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "run"
