@@ -85,7 +85,7 @@ def test_without_a_run_dir_the_source_is_trained_once_into_the_cache(tmp_path):
 
 
 def test_the_digits32_sweep_calibrates_one_source_per_seed_and_judges_the_claim(tmp_path):
-    """experiment=calibration_digits32 with one-epoch sources: 6 calibrators x 3 seeds, each
+    """experiment=calibration_digits32 with one-epoch sources: 7 calibrators x 3 seeds, each
     seed's calibrators on the same cached source, and a verdict for CA and TS-CA against TS."""
     sweep = tmp_path / "sweep"
     proc = xent_run(
@@ -96,13 +96,13 @@ def test_the_digits32_sweep_calibrates_one_source_per_seed_and_judges_the_claim(
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len([p for p in (tmp_path / "teachers").iterdir() if p.is_dir()]) == 3
     runs = [metrics_of(job) for job in sorted(sweep.iterdir()) if (job / "metrics.json").is_file()]
-    assert len(runs) == 18 and {run["status"] for run in runs} == {"ok"}
+    assert len(runs) == 21 and {run["status"] for run in runs} == {"ok"}
     for seed in (0, 1, 2):
         mine = [run for run in runs if run["seed"] == seed]
         assert len({run["source"] for run in mine}) == 1  # one source per seed
         assert len({round(run["test/ece_uncal"], 9) for run in mine}) == 1
     table = (sweep / "summary.md").read_text()
-    for name in ("none", "ts", "ts_ca", "vs", "ms", "ca"):
+    for name in ("none", "ts", "ts_ca", "vs", "ms", "dirichlet", "ca"):
         assert f"| calibrator={name} | 3 |" in table
     verdicts = json.loads((sweep / "verdicts.json").read_text())
     assert verdicts["baseline"] == "calibrator=ts"

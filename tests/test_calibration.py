@@ -192,18 +192,26 @@ def test_ca_without_views_is_refused():
 
 
 def test_the_calibrators_and_their_parameter_counts():
-    assert sorted(CALIBRATORS) == ["ca", "ms", "none", "ts", "ts_ca", "vs"]
+    assert sorted(CALIBRATORS) == ["ca", "dirichlet", "ms", "none", "ts", "ts_ca", "vs"]
     counts = {name: make_calibrator(name).n_params(10) for name in CALIBRATORS}
     inputs, hidden = 3 * 4, 5
     ca = inputs * hidden + hidden + hidden + 1
-    assert counts == {"none": 0, "ts": 1, "ts_ca": 1, "vs": 20, "ms": 110, "ca": ca}
+    assert counts == {
+        "none": 0,
+        "ts": 1,
+        "ts_ca": 1,
+        "vs": 20,
+        "ms": 110,
+        "dirichlet": 110,
+        "ca": ca,
+    }
     assert CAConfig().lr == 1e-4 and CAConfig().batch_size == 1000
 
 
 def test_vector_and_matrix_scaling_lower_the_nll_of_an_overconfident_source():
     logits, labels = overconfident_toy()
     before = calibration_metrics(logits, labels)["nll"]
-    for name in ("vs", "ms"):
+    for name in ("vs", "ms", "dirichlet"):
         calibrated = make_calibrator(name).fit(logits, labels)(logits)
         assert calibration_metrics(calibrated, labels)["nll"] < before - 0.4, name
 
@@ -230,7 +238,7 @@ def test_metrics_per_domain_before_and_after_and_the_split_size():
     assert metrics["test/nll/noise"] < metrics["test/nll_uncal/noise"]
 
 
-@pytest.mark.parametrize("name", ["ts", "ts_ca", "vs", "ms", "ca"])
+@pytest.mark.parametrize("name", ["ts", "ts_ca", "vs", "ms", "dirichlet", "ca"])
 def test_test_logits_never_touch_the_fit(name: str):
     """The fit reads the calibration split only: whatever the test domains hold, the fitted
     calibrator maps the calibration split's logits to exactly the same values."""
