@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from tests.conftest import xent_run
+from xent.calibration.plots import sweep_ece_by_calibrator
 
 pytestmark = pytest.mark.slow
+SWEPT = ("none", "ts", "ts_ca", "vs", "ms", "ca")  # experiment=calibration_digits32's calibrators
 
 
 def metrics_of(run_dir: Path) -> dict:
@@ -86,10 +88,11 @@ def test_without_a_run_dir_the_source_is_trained_once_into_the_cache(tmp_path):
 
 def test_the_digits32_sweep_calibrates_one_source_per_seed_and_judges_the_claim(tmp_path):
     """experiment=calibration_digits32 with one-epoch sources: 6 calibrators x 3 seeds, each
-    seed's calibrators on the same cached source, and a verdict for CA and TS-CA against TS."""
+    seed's calibrators on the same cached source, every corruption a shifted set (50 images
+    each here), a verdict for CA and TS-CA against TS, and the sweep's ECE-across-shifts figure."""
     sweep = tmp_path / "sweep"
     proc = xent_run(
-        "-m", "experiment=calibration_digits32", "source.recipe.epochs=1",
+        "-m", "experiment=calibration_digits32", "source.recipe.epochs=1", "task.shift_samples=50",
         f"paths.teachers={tmp_path / 'teachers'}", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
         timeout=600,
     )  # fmt: skip
@@ -101,10 +104,15 @@ def test_the_digits32_sweep_calibrates_one_source_per_seed_and_judges_the_claim(
         mine = [run for run in runs if run["seed"] == seed]
         assert len({run["source"] for run in mine}) == 1  # one source per seed
         assert len({round(run["test/ece_uncal"], 9) for run in mine}) == 1
+        assert len({round(run["test/ece_uncal/fog"], 9) for run in mine}) == 1
+    assert all(len(run["shifts"]) == 15 and "test/ece/shift_mean" in run for run in runs)
     table = (sweep / "summary.md").read_text()
-    for name in ("none", "ts", "ts_ca", "vs", "ms", "ca"):
+    for name in SWEPT:
         assert f"| calibrator={name} | 3 |" in table
     verdicts = json.loads((sweep / "verdicts.json").read_text())
     assert verdicts["baseline"] == "calibrator=ts"
     labels = [candidate["label"] for candidate in verdicts["candidates"]]
     assert labels == ["calibrator=ca", "calibrator=ts_ca"]
+    ece, domains = sweep_ece_by_calibrator(sweep)
+    assert domains == ["clean", *runs[0]["shifts"]] and sorted(ece) == sorted(SWEPT)
+    assert (sweep / "ece_shifts.png").is_file()

@@ -110,7 +110,8 @@ class CalibrateTask(Task):
             source, path = obtain_pretrained(cfg, "source", train=train)
         spec = _shift_spec(cfg)
         shifts = [] if spec is None else spec.names
-        return Prepared(source, {"shift_spec": spec}, {"source": str(path), "shifts": shifts})
+        record = {"source": str(path), "calibrator": str(cfg.task.calibrator), "shifts": shifts}
+        return Prepared(source, {"shift_spec": spec}, record)
 
     def __init__(
         self,
