@@ -6,27 +6,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.conftest import assert_one_line_error, xent_run
+from xent.calibration.shifts import shift_spec, stream_variant
 from xent.corrupt.corruptions import CORRUPTIONS
 from xent.corrupt.layout import META, layout_dir, write_corrupted
 from xent.data.digits import DigitsDataModule
+from xent.errors import ConfigError
 
 N_SHIFTED = 20  # images per shifted set in the stand-in layout
 
 
-def write_small_digits32_c(data_dir: Path) -> Path:
+def write_small_digits32_c(data_dir: Path, keep_meta: bool = False) -> Path:
     """A small stand-in for DIGITS32-C-seed0: the first 20 test images of digits32, corrupted
     as the generated layout would be, in 0.2 s where generating all 360 takes 4. Without
-    meta.json the stream takes it as it takes a downloaded CIFAR-10-C: without the digest check."""
+    meta.json the stream takes it as it takes a downloaded CIFAR-10-C: without the digest check;
+    with it, it is a cache made from another test split."""
     clean = DigitsDataModule(num_classes=10, in_channels=3, image_size=32, upsample=4)
     clean.setup("test")
     test = clean.splits["test"]
     images = test.images[:N_SHIFTED].permute(0, 2, 3, 1).contiguous().numpy()
     root = layout_dir(data_dir, "digits32", 0)
     write_corrupted(root, images, test.labels[:N_SHIFTED].numpy(), CORRUPTIONS, seed=0)
-    (root / META).unlink()
+    if not keep_meta:
+        (root / META).unlink()
     return root
 
 
@@ -65,10 +71,49 @@ def test_a_tiny_digits32_run_measures_every_corruption_before_and_after(tmp_path
     assert logits["shifts"]["fog"]["logits"].shape == (N_SHIFTED, 10)
 
 
-def test_a_bad_shift_severity_is_refused_before_anything_is_written(tmp_path):
-    proc = tiny_run(tmp_path, "task.shift_severity=6")
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("shift_severity", 6, "task.shift_severity=6 must be an integer severity in 1..5"),
+        ("shift_samples", 0, "task.shift_samples=0 must be null or an integer >= 1"),
+        ("shifts", "yes", "task.shifts='yes' must be true or false"),
+    ],
+)
+def test_bad_shift_settings_are_refused_in_one_line(key, value, message):
+    """The preflight reads them through shift_spec, before anything is written."""
+    task = OmegaConf.create({"shifts": True, key: value})
+    data = OmegaConf.create({"_target_": "xent.data.digits.DigitsDataModule", "in_channels": 3})
+    with pytest.raises(ConfigError) as err:
+        shift_spec(task, OmegaConf.merge(data, {"image_size": 32}), "/data")
+    assert str(err.value) == message
+
+
+def test_only_32x32_rgb_digits_fashion_and_cifar_have_shifted_sets():
+    def variant(**data):
+        return stream_variant(OmegaConf.create(data))
+
+    rgb = {"in_channels": 3, "image_size": 32}
+    assert variant(_target_="xent.data.digits.DigitsDataModule", **rgb) == "digits32"
+    assert variant(_target_="xent.data.fashion_mnist.FashionMNISTDataModule", **rgb) == (
+        "fashion_mnist32"
+    )
+    assert variant(_target_="xent.data.cifar.CIFARDataModule", variant="cifar100", **rgb) == (
+        "cifar100"
+    )
+    assert (
+        variant(_target_="xent.data.digits.DigitsDataModule", in_channels=1, image_size=8) is None
+    )
+    assert variant(_target_="xent.data.synthetic.SyntheticImageDataModule", **rgb) is None
+
+
+def test_a_cached_stream_of_another_test_split_is_refused_before_anything_is_written(tmp_path):
+    root = write_small_digits32_c(tmp_path / "data", keep_meta=True)
+    proc = tiny_run(tmp_path)
     assert_one_line_error(
         proc,
         tmp_path / "run",
-        "xent-run: error: task.shift_severity=6 must be an integer severity in 1..5",
+        f"xent-run: error: {root} was generated from a different digits32 test split than "
+        "data.clean gives; delete it to regenerate, or set data.generate_seed to another value "
+        "(the shifted test sets; task.shifts=false skips them)",
     )
+    assert not (tmp_path / "teachers").exists()  # refused before the source was trained

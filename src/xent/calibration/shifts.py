@@ -19,7 +19,12 @@ from omegaconf import DictConfig
 from xent.checks import flag, integer
 from xent.corrupt.corruptions import CORRUPTIONS, check_severity
 from xent.data.base import InMemoryImageDataModule
-from xent.data.corrupted import CorruptedStreamDataModule, continual_schedule, domain_names
+from xent.data.corrupted import (
+    GENERATED,
+    CorruptedStreamDataModule,
+    continual_schedule,
+    domain_names,
+)
 from xent.errors import ConfigError
 
 # The clean data modules whose 32x32 RGB test split has a generated corruption stream.
@@ -68,11 +73,8 @@ def shift_spec(task: DictConfig, data: DictConfig, root: str) -> ShiftSpec | Non
     return None if variant is None else ShiftSpec(variant, root, severity, samples)
 
 
-def shift_stream(spec: ShiftSpec, clean: InMemoryImageDataModule) -> CorruptedStreamDataModule:
-    """The stream of `spec` over the run's own clean data module, set up: a generated stream is
-    made (once, cached) from its test split; one line names task.shifts=false as the way out
-    when the stream's files are missing or were made from another test split."""
-    stream = CorruptedStreamDataModule(
+def _stream(spec: ShiftSpec, clean: InMemoryImageDataModule) -> CorruptedStreamDataModule:
+    return CorruptedStreamDataModule(
         spec.variant,
         spec.root,
         severity=spec.severity,
@@ -80,12 +82,33 @@ def shift_stream(spec: ShiftSpec, clean: InMemoryImageDataModule) -> CorruptedSt
         n_per_domain=spec.samples,
         clean=clean,
     )
+
+
+def _set_up(stream: CorruptedStreamDataModule) -> CorruptedStreamDataModule:
+    """The stream set up (a generated one made from the clean test split, once, cached), or one
+    line that names task.shifts=false as the way out: its files are missing or were made from
+    another test split."""
     try:
         stream.prepare_data()
         stream.setup("test")
     except ConfigError as err:
         raise ConfigError(f"{err} (the shifted test sets; task.shifts=false skips them)") from err
     return stream
+
+
+def check_shift_stream(spec: ShiftSpec, clean: InMemoryImageDataModule) -> None:
+    """The preflight's part: refuse missing CIFAR-C files, or a cached stream made from another
+    test split, before anything is written. A generated stream not cached yet is made at the
+    end of the test loop instead (seconds to minutes), so that a preflight stays cheap."""
+    stream = _stream(spec, clean)
+    if spec.variant in GENERATED and not stream.corrupted_root.exists():
+        return
+    _set_up(stream)
+
+
+def shift_stream(spec: ShiftSpec, clean: InMemoryImageDataModule) -> CorruptedStreamDataModule:
+    """The stream of `spec` over the run's own clean data module, set up."""
+    return _set_up(_stream(spec, clean))
 
 
 def shifted_batches(

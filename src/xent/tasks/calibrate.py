@@ -28,7 +28,13 @@ from xent.calibration.evaluate import (
     calibrate_and_measure,
     check_split_size,
 )
-from xent.calibration.shifts import ShiftSpec, collect_by_shift, shift_spec, shift_stream
+from xent.calibration.shifts import (
+    ShiftSpec,
+    check_shift_stream,
+    collect_by_shift,
+    shift_spec,
+    shift_stream,
+)
 from xent.calibration.source_run import read_source_run
 from xent.calibration.views import view_logits
 from xent.checkpoint_io import atomic_torch_save
@@ -92,8 +98,8 @@ class CalibrateTask(Task):
             data = _clean_data(cfg)
             n_calib = len(data.splits["val"].labels)  # the calibration split
             check_split_size(name, calibrator, n_calib, num_classes)
-            if spec is not None:  # made once and cached here, or refused in one line
-                shift_stream(spec, data)
+            if spec is not None:
+                check_shift_stream(spec, data)
         if _source_run_dir(cfg):
             _load_source_run(cfg)
         elif load_pretrained:
