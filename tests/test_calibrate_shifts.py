@@ -11,11 +11,11 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import assert_one_line_error, xent_run
-from xent.calibration.shifts import shift_spec, stream_variant
+from xent.calibration.shifts import ShiftSpec, check_shift_stream, shift_spec, stream_variant
 from xent.corrupt.corruptions import CORRUPTIONS
 from xent.corrupt.layout import META, layout_dir, write_corrupted
 from xent.data.digits import DigitsDataModule
-from xent.errors import ConfigError
+from xent.errors import ConfigError, DataNotFoundError
 
 N_SHIFTED = 20  # images per shifted set in the stand-in layout
 
@@ -117,3 +117,14 @@ def test_a_cached_stream_of_another_test_split_is_refused_before_anything_is_wri
         "(the shifted test sets; task.shifts=false skips them)",
     )
     assert not (tmp_path / "teachers").exists()  # refused before the source was trained
+
+
+def test_missing_cifar_c_files_are_refused_in_one_line_naming_task_shifts(tmp_path):
+    clean = DigitsDataModule(num_classes=10, in_channels=3, image_size=32, upsample=4)
+    with pytest.raises(DataNotFoundError) as err:
+        check_shift_stream(ShiftSpec("cifar10", str(tmp_path), 5), clean)
+    assert str(err.value) == (
+        f"{tmp_path}/CIFAR-10-C/gaussian_noise.npy not found; make it with: xent-corrupt "
+        f"--source cifar10 --root {tmp_path} --out {tmp_path}/CIFAR-10-C (the shifted test "
+        "sets; task.shifts=false skips them)"
+    )

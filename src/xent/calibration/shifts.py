@@ -25,7 +25,7 @@ from xent.data.corrupted import (
     continual_schedule,
     domain_names,
 )
-from xent.errors import ConfigError
+from xent.errors import XentError
 
 # The clean data modules whose 32x32 RGB test split has a generated corruption stream.
 GENERATED_VARIANTS = {
@@ -91,8 +91,8 @@ def _set_up(stream: CorruptedStreamDataModule) -> CorruptedStreamDataModule:
     try:
         stream.prepare_data()
         stream.setup("test")
-    except ConfigError as err:
-        raise ConfigError(f"{err} (the shifted test sets; task.shifts=false skips them)") from err
+    except XentError as err:  # a ConfigError, or a DataNotFoundError naming the way to make it
+        raise type(err)(f"{err} (the shifted test sets; task.shifts=false skips them)") from err
     return stream
 
 
