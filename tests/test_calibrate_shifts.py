@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import assert_one_line_error, xent_run
+from xent.calibration.logits_cache import logits_cache_file
 from xent.calibration.shifts import ShiftSpec, check_shift_stream, shift_spec, stream_variant
 from xent.corrupt.corruptions import CORRUPTIONS
 from xent.corrupt.layout import META, layout_dir, write_corrupted
@@ -128,3 +129,25 @@ def test_missing_cifar_c_files_are_refused_in_one_line_naming_task_shifts(tmp_pa
         f"--source cifar10 --root {tmp_path} --out {tmp_path}/CIFAR-10-C (the shifted test "
         "sets; task.shifts=false skips them)"
     )
+
+
+def test_the_logits_cache_key_is_the_source_the_data_the_shifts_and_the_views(tmp_path):
+    """Two calibrators of one source share the cached logits; anything the logits depend on
+    gives another file, where files live and loader settings do not."""
+    weights = tmp_path / "teacher.pt"
+    weights.write_bytes(b"weights")
+    data = OmegaConf.create({"_target_": "x.Digits", "val_fraction": 0.1, "root": "/a"})
+    spec = ShiftSpec("digits32", "/data", 5)
+
+    def key(data=data, spec=spec, views=False):
+        return logits_cache_file(tmp_path, weights, data, spec, views)
+
+    base = key()
+    assert base.parent == tmp_path / "calibrate_logits"
+    assert key(OmegaConf.merge(data, {"root": "/b", "num_workers": 4})) == base
+    assert key(spec=ShiftSpec("digits32", "/elsewhere", 5)) == base
+    assert key(OmegaConf.merge(data, {"val_fraction": 0.2})) != base
+    assert key(spec=ShiftSpec("digits32", "/data", 3)) != base
+    assert key(spec=None) != base and key(views=True) != base
+    weights.write_bytes(b"other weights")
+    assert key() != base

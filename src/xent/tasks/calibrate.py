@@ -28,6 +28,7 @@ from xent.calibration.evaluate import (
     calibrate_and_measure,
     check_split_size,
 )
+from xent.calibration.logits_cache import load_logits, logits_cache_file, save_logits
 from xent.calibration.shifts import (
     ShiftSpec,
     check_shift_stream,
@@ -115,9 +116,15 @@ class CalibrateTask(Task):
         else:
             source, path = obtain_pretrained(cfg, "source", train=train)
         spec = _shift_spec(cfg)
-        shifts = [] if spec is None else spec.names
-        record = {"source": str(path), "calibrator": str(cfg.task.calibrator), "shifts": shifts}
-        return Prepared(source, {"shift_spec": spec}, record)
+        views = cfg.task.calibrator == "ca"
+        cache = logits_cache_file(cfg.paths.teachers, Path(path), cfg.data, spec, views)
+        record = {
+            "source": str(path),
+            "calibrator": str(cfg.task.calibrator),
+            "shifts": [] if spec is None else spec.names,
+            "logits_cache": str(cache),
+        }
+        return Prepared(source, {"shift_spec": spec, "logits_cache": str(cache)}, record)
 
     def __init__(
         self,
@@ -133,6 +140,7 @@ class CalibrateTask(Task):
         shift_severity: int = 5,
         shift_samples: int | None = None,
         shift_spec: ShiftSpec | None = None,
+        logits_cache: str | None = None,
     ):
         super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.calibrator_name = one_of("calibrator", calibrator, sorted(CALIBRATORS))
@@ -144,6 +152,8 @@ class CalibrateTask(Task):
         self._test: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         # task.shifts / shift_severity / shift_samples are read by `prepare` into shift_spec
         self.shift_spec = shift_spec if shifts else None
+        self.logits_cache = Path(logits_cache) if logits_cache else None
+        self._cached: tuple[Logits, dict[str, Logits]] | None = None
 
     @property
     def needs_views(self) -> bool:
@@ -160,6 +170,8 @@ class CalibrateTask(Task):
 
     def _shifted_domains(self) -> dict[str, Logits]:
         """Each shifted test set's logits (and views), read after the test loop."""
+        if self._cached is not None:
+            return self._cached[1]
         if self.shift_spec is None:
             return {}
         self.net.eval()
@@ -169,7 +181,14 @@ class CalibrateTask(Task):
         return {name: _stack(*zip(*batches, strict=True)) for name, batches in parts.items()}
 
     def on_test_start(self) -> None:
-        """The calibration split's logits, once, before any test batch is seen."""
+        """The calibration split's logits, once, before any test batch is seen: from the logits
+        cache where another calibrator of this source computed them already."""
+        self._test = []
+        self._cached = load_logits(self.logits_cache) if self.logits_cache else None
+        if self._cached is not None:
+            self._calib = self._cached[0]
+            log.info("calibrate: the source's logits from %s", self.logits_cache)
+            return
         self.net.eval()
         logits, labels, views = [], [], []
         with torch.no_grad():
@@ -179,7 +198,6 @@ class CalibrateTask(Task):
                 labels.append(y.cpu())
                 views.append(batch_views)
         self._calib = _stack(logits, labels, views)
-        self._test = []
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y, _ = batch
@@ -188,7 +206,10 @@ class CalibrateTask(Task):
 
     def on_test_epoch_end(self) -> None:
         logits, labels, views = (list(parts) for parts in zip(*self._test, strict=True))
-        domains = {IN_DISTRIBUTION: _stack(logits, labels, views), **self._shifted_domains()}
+        shifted = self._shifted_domains()
+        if self.logits_cache is not None and self._cached is None:
+            save_logits(self.logits_cache, self._calib, shifted)
+        domains = {IN_DISTRIBUTION: _stack(logits, labels, views), **shifted}
         with torch.enable_grad():
             metrics = calibrate_and_measure(
                 self.calibrator_name, self.calibrator, self._calib, domains
