@@ -240,8 +240,9 @@ def test_metrics_per_domain_before_and_after_and_the_split_size():
 
 @pytest.mark.parametrize("name", ["ts", "ts_ca", "vs", "ms", "dirichlet", "ca"])
 def test_test_logits_never_touch_the_fit(name: str):
-    """The fit reads the calibration split only: whatever the test domains hold, the fitted
-    calibrator maps the calibration split's logits to exactly the same values."""
+    """The fit reads the calibration split only: whatever the test domains (the clean test
+    split and the shifted sets) hold, the fitted calibrator maps the calibration split's logits
+    to exactly the same values."""
     logits, labels = overconfident_toy()
     gen = torch.Generator().manual_seed(7)
     views = torch.stack([logits + torch.randn(logits.shape, generator=gen) for _ in range(3)])
@@ -250,11 +251,32 @@ def test_test_logits_never_touch_the_fit(name: str):
     for seed in (4, 6):
         test_logits, test_labels = overconfident_toy(n=300, seed=seed)
         test_views = torch.stack([test_logits] * 3)
-        domains = {IN_DISTRIBUTION: Logits(test_logits, test_labels, test_views)}
+        shifted = torch.randn(test_logits.shape, generator=gen) * seed
+        domains = {
+            IN_DISTRIBUTION: Logits(test_logits, test_labels, test_views),
+            "fog": Logits(shifted, test_labels.flip(0), torch.stack([shifted] * 3)),
+        }
         calibrator = make_calibrator(name)
         calibrate_and_measure(name, calibrator, calib, domains)
         outputs.append(calibrator(logits, views))
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_each_shifted_set_has_its_keys_and_their_mean_is_shift_mean():
+    """`test/<metric>/<shift>` per shifted set, before and after, and `/shift_mean` their mean;
+    the clean split's keys carry no suffix and stay out of the mean."""
+    logits, labels = overconfident_toy()
+    domains = {
+        IN_DISTRIBUTION: Logits(*overconfident_toy(n=300, seed=4)),
+        "fog": Logits(*overconfident_toy(n=200, seed=5)),
+        "snow": Logits(*overconfident_toy(n=100, seed=6)),
+    }
+    metrics = calibrate_and_measure("ts", make_calibrator("ts"), Logits(logits, labels), domains)
+    for metric in ("ece", "ece_uncal", "acc", "nll"):
+        fog, snow = metrics[f"test/{metric}/fog"], metrics[f"test/{metric}/snow"]
+        assert metrics[f"test/{metric}/shift_mean"] == (fog + snow) / 2
+        assert metrics[f"test/{metric}"] not in (fog, snow)
+    assert len(metrics) == 2 + 14 * 4  # calib/n, calib/T; 7 metrics x 2 per domain and the mean
 
 
 def test_a_calibration_split_too_small_for_the_calibrator_is_refused_in_one_line():

@@ -3,12 +3,24 @@ figure objects (bars, lines, labels, title), not from a PNG header."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import matplotlib
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from xent.calibration.metrics import calibration_metrics
-from xent.calibration.plots import bin_stats, ece_shift_figure, reliability_figure, save
+from xent.calibration.plots import (
+    ECEShiftSweepPlot,
+    bin_stats,
+    ece_shift_figure,
+    reliability_figure,
+    save,
+    sweep_ece_by_calibrator,
+    write_sweep_ece_figure,
+)
 
 
 def toy() -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,3 +82,43 @@ def test_the_figures_ignore_the_users_matplotlib_style(tmp_path):
         assert fig.axes[0].title.get_fontsize() == 11
     path = save(figures[0], tmp_path / "reliability_none.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def write_job(sweep: Path, job: int, calibrator: str, ece: dict[str, float], status="ok") -> None:
+    metrics = {"status": status, "calibrator": calibrator, "shifts": ["fog", "snow"]}
+    metrics.update({"test/ece": ece["clean"], "test/ece/fog": ece["fog"]})
+    metrics["test/ece/snow"] = ece["snow"]
+    (sweep / str(job)).mkdir(parents=True)
+    (sweep / str(job) / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_sweeps_ece_figure_is_one_line_per_calibrator_the_mean_over_its_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, "none", {"clean": 0.2, "fog": 0.4, "snow": 0.3})
+    write_job(sweep, 1, "ts", {"clean": 0.02, "fog": 0.1, "snow": 0.25})
+    write_job(sweep, 2, "none", {"clean": 0.1, "fog": 0.2, "snow": 0.5})
+    write_job(sweep, 3, "ts", {"clean": 0.04, "fog": 0.3, "snow": 0.75})
+    write_job(sweep, 10, "ts", {"clean": 9.0, "fog": 9.0, "snow": 9.0}, status="failed")
+    ece, domains = sweep_ece_by_calibrator(sweep)
+    assert domains == ["clean", "fog", "snow"]
+    assert ece == {
+        "none": {"clean": 0.15000000000000002, "fog": 0.30000000000000004, "snow": 0.4},
+        "ts": {"clean": 0.03, "fog": 0.2, "snow": 0.5},
+    }
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    ECEShiftSweepPlot().on_multirun_end(config)  # as Hydra calls it at the end of a multirun
+    assert (sweep / "ece_shifts.png").is_file()
+    (ax,) = ece_shift_figure(ece, domains).axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["none", "ts"]
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [
+        [0.15000000000000002, 0.30000000000000004, 0.4],
+        [0.03, 0.2, 0.5],
+    ]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["clean", "fog", "snow"]
+    assert ax.get_title() == "ECE across test domains (mean over seeds)"
+
+
+def test_a_sweep_without_a_finished_calibration_gets_no_figure(tmp_path):
+    write_job(tmp_path, 0, "ts", {"clean": 0.1, "fog": 0.1, "snow": 0.1}, status="failed")
+    assert write_sweep_ece_figure(tmp_path) is None
+    assert not (tmp_path / "ece_shifts.png").exists()

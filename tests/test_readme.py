@@ -160,8 +160,9 @@ def tiny_budget(argv: list[str]) -> list[str]:
     """Overrides that make the command's run(s) take seconds without changing what they run:
     one epoch (task=lm: 50 steps), the first seed of an experiment's seed axis, a one-epoch
     teacher or source model (task=lm's base model: 50 steps), 32 images per domain of a
-    corruption stream, at most 2,000 training and test images where the dataset takes a cap, two
-    Optuna trials. Only keys the composed config has are added."""
+    corruption stream (and of task=calibrate's shifted sets), at most 2,000 training and test
+    images where the dataset takes a cap, two Optuna trials. Only keys the composed config has
+    are added."""
     if argv[0] != "xent-run":
         return []
     args = argv[1:]
@@ -180,6 +181,8 @@ def tiny_budget(argv: list[str]) -> list[str]:
             extra.append(f"data.{split}={TINY_SPLIT}")
     if "n_per_domain" in cfg.get("data", {}) and "data.n_per_domain" not in given:
         extra.append("data.n_per_domain=32")
+    if "shift_samples" in cfg.get("task", {}) and "task.shift_samples" not in given:
+        extra.append("task.shift_samples=32")  # task=calibrate's shifted test sets
     if "eval_interval" in cfg.get("data", {}):  # task=lm counts steps: 50, validated at the end
         extra += [f"data.eval_interval={TINY_STEPS}", f"trainer.max_steps={TINY_STEPS}"]
     if (cfg.get("trainer", {}).get("check_val_every_n_epoch") or 1) > 1:

@@ -2,7 +2,8 @@
 after: the core of task=calibrate, free of any run dir or data module.
 
 metrics keys: `test/<metric>` on the in-distribution test split and `test/<metric>/<shift>` on
-each shifted one, after calibration; `test/<metric>_uncal[/<shift>]` the same before; `calib/n`
+each shifted one, after calibration; `test/<metric>_uncal[/<shift>]` the same before;
+`test/<metric>[_uncal]/shift_mean` the mean over the shifted sets, when there are any; `calib/n`
 the calibration split's size and `calib/<param>` the fitted scalars (`calib/T` for ts and ts_ca).
 """
 
@@ -17,6 +18,7 @@ from xent.calibration.metrics import calibration_metrics
 from xent.errors import ConfigError
 
 IN_DISTRIBUTION = ""  # the domain name of the clean test split: its keys carry no suffix
+SHIFT_MEAN = "shift_mean"  # the mean over the shifted sets, as a domain name
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,20 @@ def calibrate_and_measure(
     calibrator.fit(calib.logits, calib.labels, calib.view_logits)
     metrics: dict[str, float] = {"calib/n": len(calib.labels)}
     metrics.update({f"calib/{key}": value for key, value in calibrator.params().items()})
-    for domain, split in domains.items():
-        calibrated = calibrator(split.logits, split.view_logits)
-        for suffix, logits in (("_uncal", split.logits), ("", calibrated)):
-            for metric, value in calibration_metrics(logits, split.labels).items():
-                metrics[domain_key(metric + suffix, domain)] = value
+    per_domain = {domain: _measure(calibrator, split) for domain, split in domains.items()}
+    shifted = [values for domain, values in per_domain.items() if domain != IN_DISTRIBUTION]
+    if shifted:
+        per_domain[SHIFT_MEAN] = {k: sum(v[k] for v in shifted) / len(shifted) for k in shifted[0]}
+    for domain, values in per_domain.items():
+        metrics.update({domain_key(metric, domain): value for metric, value in values.items()})
     return metrics
+
+
+def _measure(calibrator: Calibrator, split: Logits) -> dict[str, float]:
+    """Every metric of one domain, before (`<metric>_uncal`) and after (`<metric>`)."""
+    calibrated = calibrator(split.logits, split.view_logits)
+    values: dict[str, float] = {}
+    for suffix, logits in (("_uncal", split.logits), ("", calibrated)):
+        for metric, value in calibration_metrics(logits, split.labels).items():
+            values[metric + suffix] = value
+    return values

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from xent.calibration.metrics import N_BINS, bin_index, ece, top1
 
@@ -86,7 +88,7 @@ def ece_shift_figure(ece_by_calibrator: Mapping[str, Mapping[str, float]], domai
     ax.legend(
         fontsize=9, title="calibrator", title_fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1)
     )
-    ax.set_title("ECE across test domains", fontsize=11)
+    ax.set_title("ECE across test domains (mean over seeds)", fontsize=11)
     return fig
 
 
@@ -95,3 +97,62 @@ def save(fig: Any, path: str | Path) -> Path:
     path = Path(path)
     fig.savefig(path)
     return path
+
+
+# --- the sweep's figure -------------------------------------------------------------------------
+ECE_SHIFTS_PNG = "ece_shifts.png"
+CLEAN_LABEL = "clean"  # the in-distribution test split's tick
+
+
+def _sweep_runs(sweep_dir: Path) -> list[dict]:
+    """The metrics.json of every finished task=calibrate job of a sweep, in job order."""
+    import json
+
+    jobs = sorted(
+        sweep_dir.glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)
+    )
+    runs = [json.loads(path.read_text()) for path in jobs]
+    return [run for run in runs if run.get("status") == "ok" and "calibrator" in run]
+
+
+def sweep_ece_by_calibrator(sweep_dir: str | Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """`ece[calibrator][domain]`, each the mean over the calibrator's jobs (its seeds), and the
+    domains: the clean test split, then the shifts the jobs share, in their order."""
+    runs = _sweep_runs(Path(sweep_dir))
+    shared = set.intersection(*(set(run.get("shifts", [])) for run in runs)) if runs else set()
+    shifts = [name for name in (runs[0].get("shifts", []) if runs else []) if name in shared]
+    keys = {CLEAN_LABEL: "test/ece", **{shift: f"test/ece/{shift}" for shift in shifts}}
+    by_calibrator: dict[str, list[dict]] = {}
+    for run in runs:
+        by_calibrator.setdefault(run["calibrator"], []).append(run)
+    ece = {
+        name: {domain: sum(r[key] for r in mine) / len(mine) for domain, key in keys.items()}
+        for name, mine in by_calibrator.items()
+    }
+    return ece, list(keys)
+
+
+def write_sweep_ece_figure(sweep_dir: str | Path) -> Path | None:
+    """`ece_shifts.png` in the sweep dir (one line per calibrator, mean over seeds); None where
+    no job finished a calibration."""
+    ece, domains = sweep_ece_by_calibrator(sweep_dir)
+    if not ece:
+        return None
+    return save(ece_shift_figure(ece, domains), Path(sweep_dir) / ECE_SHIFTS_PNG)
+
+
+class ECEShiftSweepPlot(Callback):
+    """At the end of a multirun: `ece_shifts.png` over its task=calibrate jobs, in the sweep
+    dir (an experiment names it under hydra.callbacks, as dco_arith does its pass@k plot)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import logging
+
+        log = logging.getLogger("xent")
+        try:
+            path = write_sweep_ece_figure(Path(config.hydra.sweep.dir))
+        except Exception as err:  # noqa: BLE001 - a plot must never hide the jobs' results
+            log.warning("no ECE-across-shifts plot: %s", err)
+            return
+        if path is not None:
+            log.info("ECE across shifts: %s", path)

@@ -3,14 +3,16 @@
 Nothing is trained: the run tests this task. Before the test loop it computes the source's
 logits on the validation split (the calibration split); the test loop collects the test
 split's logits; at its end the calibrator is fitted on the calibration logits alone and every
-metric is measured on the test logits before (`test/<metric>_uncal`) and after (`test/*`). The
-logits go to `logits.pt`, the calibrated test split's reliability diagram to `reliability.png`.
+metric is measured on the test logits before (`test/<metric>_uncal`) and after (`test/*`), and
+on each shifted test set (`test/<metric>/<shift>`, calibration/shifts.py) where the data has a
+corruption stream. The logits go to `logits.pt`, the calibrated test split's reliability diagram to
+`reliability.png`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,14 @@ from xent.calibration.evaluate import (
     Logits,
     calibrate_and_measure,
     check_split_size,
+)
+from xent.calibration.logits_cache import load_logits, logits_cache_file, save_logits
+from xent.calibration.shifts import (
+    ShiftSpec,
+    check_shift_stream,
+    collect_by_shift,
+    shift_spec,
+    shift_stream,
 )
 from xent.calibration.source_run import read_source_run
 from xent.calibration.views import view_logits
@@ -51,11 +61,15 @@ def _load_source_run(cfg: DictConfig) -> tuple[nn.Module, Path]:
     return load_weights(model, source.checkpoint, cfg, "source"), source.checkpoint
 
 
-def _validation_size(cfg: DictConfig) -> int:
-    """How many samples the calibration split (the data's validation split) holds."""
+def _shift_spec(cfg: DictConfig) -> ShiftSpec | None:
+    return shift_spec(cfg.task, cfg.data, str(cfg.paths.data_dir))
+
+
+def _clean_data(cfg: DictConfig):
+    """The run's data module, set up."""
     data = instantiate_group(cfg, "data")
     data.setup("test")
-    return len(data.splits["val"].labels)
+    return data
 
 
 class CalibrateTask(Task):
@@ -80,8 +94,13 @@ class CalibrateTask(Task):
         name = one_of("calibrator", cfg.task.calibrator, sorted(CALIBRATORS))
         calibrator = make_calibrator(name)
         num_classes = int(cfg.data.num_classes)
-        if calibrator.n_params(num_classes) > 1:  # one parameter fits any split
-            check_split_size(name, calibrator, _validation_size(cfg), num_classes)
+        spec = _shift_spec(cfg)
+        if calibrator.n_params(num_classes) > 1 or spec is not None:
+            data = _clean_data(cfg)
+            n_calib = len(data.splits["val"].labels)  # the calibration split
+            check_split_size(name, calibrator, n_calib, num_classes)
+            if spec is not None:
+                check_shift_stream(spec, data)
         if _source_run_dir(cfg):
             _load_source_run(cfg)
         elif load_pretrained:
@@ -96,7 +115,16 @@ class CalibrateTask(Task):
             source, path = _load_source_run(cfg)
         else:
             source, path = obtain_pretrained(cfg, "source", train=train)
-        return Prepared(source, {}, {"source": str(path)})
+        spec = _shift_spec(cfg)
+        views = cfg.task.calibrator == "ca"
+        cache = logits_cache_file(cfg.paths.teachers, Path(path), cfg.data, spec, views)
+        record = {
+            "source": str(path),
+            "calibrator": str(cfg.task.calibrator),
+            "shifts": [] if spec is None else spec.names,
+            "logits_cache": str(cache),
+        }
+        return Prepared(source, {"shift_spec": spec, "logits_cache": str(cache)}, record)
 
     def __init__(
         self,
@@ -108,6 +136,11 @@ class CalibrateTask(Task):
         monitor_mode: str = "min",
         calibrator: str = "ts",
         output_dir: str | None = None,
+        shifts: bool = True,
+        shift_severity: int = 5,
+        shift_samples: int | None = None,
+        shift_spec: ShiftSpec | None = None,
+        logits_cache: str | None = None,
     ):
         super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.calibrator_name = one_of("calibrator", calibrator, sorted(CALIBRATORS))
@@ -117,6 +150,10 @@ class CalibrateTask(Task):
         self.reported: tuple[str, ...] = ()
         self._calib: Logits | None = None
         self._test: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        # task.shifts / shift_severity / shift_samples are read by `prepare` into shift_spec
+        self.shift_spec = shift_spec if shifts else None
+        self.logits_cache = Path(logits_cache) if logits_cache else None
+        self._cached: tuple[Logits, dict[str, Logits]] | None = None
 
     @property
     def needs_views(self) -> bool:
@@ -127,8 +164,31 @@ class CalibrateTask(Task):
         views = view_logits(self.net, x).double().cpu() if self.needs_views else None
         return logits, views
 
+    def _labelled_logits(self, x: torch.Tensor, y: torch.Tensor):
+        logits, views = self._batch_logits(x.to(self.device))
+        return logits, y.cpu(), views
+
+    def _shifted_domains(self) -> dict[str, Logits]:
+        """Each shifted test set's logits (and views), read after the test loop."""
+        if self._cached is not None:
+            return self._cached[1]
+        if self.shift_spec is None:
+            return {}
+        self.net.eval()
+        stream = shift_stream(self.shift_spec, self.trainer.datamodule)
+        with torch.no_grad():
+            parts = collect_by_shift(stream, self._labelled_logits)
+        return {name: _stack(*zip(*batches, strict=True)) for name, batches in parts.items()}
+
     def on_test_start(self) -> None:
-        """The calibration split's logits, once, before any test batch is seen."""
+        """The calibration split's logits, once, before any test batch is seen: from the logits
+        cache where another calibrator of this source computed them already."""
+        self._test = []
+        self._cached = load_logits(self.logits_cache) if self.logits_cache else None
+        if self._cached is not None:
+            self._calib = self._cached[0]
+            log.info("calibrate: the source's logits from %s", self.logits_cache)
+            return
         self.net.eval()
         logits, labels, views = [], [], []
         with torch.no_grad():
@@ -138,7 +198,6 @@ class CalibrateTask(Task):
                 labels.append(y.cpu())
                 views.append(batch_views)
         self._calib = _stack(logits, labels, views)
-        self._test = []
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y, _ = batch
@@ -147,10 +206,13 @@ class CalibrateTask(Task):
 
     def on_test_epoch_end(self) -> None:
         logits, labels, views = (list(parts) for parts in zip(*self._test, strict=True))
-        test = _stack(logits, labels, views)
+        shifted = self._shifted_domains()
+        if self.logits_cache is not None and self._cached is None:
+            save_logits(self.logits_cache, self._calib, shifted)
+        domains = {IN_DISTRIBUTION: _stack(logits, labels, views), **shifted}
         with torch.enable_grad():
             metrics = calibrate_and_measure(
-                self.calibrator_name, self.calibrator, self._calib, {IN_DISTRIBUTION: test}
+                self.calibrator_name, self.calibrator, self._calib, domains
             )
         self.reported = tuple(metrics)
         self.log_dict({k: float(v) for k, v in metrics.items()})
@@ -163,20 +225,22 @@ class CalibrateTask(Task):
             metrics["test/ece"],
         )
         if self.output_dir is not None:
-            self._write(test)
+            self._write(domains)
 
-    def _write(self, test: Logits) -> None:
+    def _write(self, domains: dict[str, Logits]) -> None:
         from xent.calibration.plots import reliability_figure, save
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        record = {"calib": self._calib.__dict__, "test": test.__dict__}
+        test = domains[IN_DISTRIBUTION]
+        shifted = {name: split.__dict__ for name, split in domains.items() if name}
+        record = {"calib": self._calib.__dict__, "test": test.__dict__, "shifts": shifted}
         atomic_torch_save(record, self.output_dir / LOGITS_FILE)
         calibrated = self.calibrator(test.logits, test.view_logits)
         figure = reliability_figure(calibrated, test.labels, self.calibrator_name)
         save(figure, self.output_dir / RELIABILITY_PNG)
 
 
-def _stack(logits: list, labels: list, views: list) -> Logits:
+def _stack(logits: Sequence, labels: Sequence, views: Sequence) -> Logits:
     """One Logits of the batches' pieces (views only when every batch has them)."""
     stacked_views = None if any(v is None for v in views) else torch.cat(views, dim=1)
     return Logits(torch.cat(logits), torch.cat(labels), stacked_views)
