@@ -232,7 +232,8 @@ def test_metrics_per_domain_before_and_after_and_the_split_size():
     for metric in ("acc", "nll", "brier", "ece", "ace", "smece", "mce"):
         for key in (f"test/{metric}", f"test/{metric}_uncal"):
             assert key in metrics and f"{key}/noise" in metrics
-    assert len(metrics) == 2 + 2 * 2 * 7
+    assert len(metrics) == 2 + 3 * 2 * 7  # the clean split, noise and their mean: shift_mean
+    assert metrics["test/ece/shift_mean"] == metrics["test/ece/noise"]  # the one shifted set
     assert metrics["test/acc/noise"] == metrics["test/acc_uncal/noise"]
     assert metrics["test/ece"] < metrics["test/ece_uncal"]
     assert metrics["test/nll/noise"] < metrics["test/nll_uncal/noise"]
