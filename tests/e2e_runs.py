@@ -1,11 +1,11 @@
-"""The fast tier's end-to-end sweeps of the language-model experiments, run once a session.
+"""The fast tier's end-to-end runs of the lm experiments and task=calibrate, run once a session.
 
-Issue 17 keeps `make test-fast` within 2 minutes and issue 19 wants a tiny end-to-end run of each
-lm experiment there. Each sweep alone is a `python -m xent.runner.cli` of 10-15 s, most of it
-importing torch and Lightning and running its jobs one after another. Here the sweeps are forked
-from one interpreter that imported the libraries once (`tests.cli_batch`), two at a time with
-one thread each, so the two cores each run one. Each test reads its own sweep's result from the
-session fixture `e2e_runs`; the slow tier keeps the fuller versions of these sweeps.
+Issue 17 keeps `make test-fast` within 2 minutes with a tiny end-to-end run of each task there,
+and issue 19 wants one of each lm experiment. Each alone is a `python -m xent.runner.cli` of
+10-15 s, most of it importing torch and Lightning and running jobs one after another. Here
+they are forked from one interpreter that imported the libraries once (`tests.cli_batch`), two
+at a time with one thread each, so the two cores each run one. Each test reads its own run's
+result from the session fixture `e2e_runs`; the slow tier keeps fuller versions of the sweeps.
 """
 
 from __future__ import annotations
@@ -85,12 +85,29 @@ def dco_sweep(folder: Path) -> list[str]:
     ]
 
 
-# name -> the command's arguments, given the folder it runs in
+def calibrate_run(folder: Path) -> list[str]:
+    """task=calibrate on digits32: a 1-epoch MLP source trained into the cache, calibrated by
+    temperature scaling, tested on the clean split and a 20-image stand-in of each corruption."""
+    from tests.test_calibrate_shifts import write_small_digits32_c
+
+    write_small_digits32_c(folder / "data")
+    return [
+        "task=calibrate", "data=digits32", "model=mlp", "source.recipe.epochs=1",
+        f"paths.teachers={folder / 'teachers'}", f"paths.data_dir={folder / 'data'}",
+        f"hydra.run.dir={folder / 'run'}",
+    ]  # fmt: skip
+
+
+# name -> the command's arguments, given the folder it runs in; the longest first
 SWEEPS: dict[str, Callable[[Path], list[str]]] = {
+    "dco_arith": dco_sweep,
     "lm_losses": lambda folder: lm_sweep(folder, "lm_losses", "seed=0"),
     "lm_scaling": lambda folder: lm_sweep(folder, "lm_scaling", SCALING_WIDTHS),
-    "dco_arith": dco_sweep,
+    "calibrate": calibrate_run,
 }
+
+
+SWEEP_NAMES = {"dco_arith", "lm_losses", "lm_scaling"}  # multiruns: they take a launcher
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +119,7 @@ def e2e_runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, P
     # the basic launcher, whatever the default: a job at a time inside each of the two commands
     commands = [
         Command(
-            args=[*make(folders[name]), "hydra/launcher=basic"],
+            args=[*make(folders[name]), *(["hydra/launcher=basic"] if name in SWEEP_NAMES else [])],
             cwd=folders[name],
             env={"OMP_NUM_THREADS": "1"},
         )

@@ -46,11 +46,11 @@ def tiny_run(tmp_path: Path, *overrides: str):
     )  # fmt: skip
 
 
-def test_a_tiny_digits32_run_measures_every_corruption_before_and_after(tmp_path):
-    write_small_digits32_c(tmp_path / "data")
-    proc = tiny_run(tmp_path)
+def test_a_tiny_digits32_run_measures_every_corruption_before_and_after(e2e_runs):
+    """tests/e2e_runs.py's calibrate run: a 1-epoch MLP source, TS, 20 images a corruption."""
+    proc, folder = e2e_runs["calibrate"]
     assert proc.returncode == 0, proc.stderr[-2000:]
-    run = tmp_path / "run"
+    run = folder / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["shifts"] == list(CORRUPTIONS)
     assert metrics["calib/n"] == 180 and round(metrics["calib/T"], 4) == 1.1124
