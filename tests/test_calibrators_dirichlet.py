@@ -144,3 +144,23 @@ def test_a_bad_calibrator_option_is_refused_in_one_line(name, options, message):
     with pytest.raises(ConfigError) as err:
         make_calibrator(name, **options)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name", ["ms", "dirichlet"])
+def test_calibrator_odir_on_the_command_line_reaches_the_task(tmp_path, name):
+    """`calibrator.odir=0.25` is the penalty the task fits with (not the class default), and a
+    negative one is refused by the task's check in one line."""
+    from hydra.utils import instantiate
+    from torch import nn
+
+    from tests.conftest import composed
+    from xent.tasks.calibrate import CalibrateTask
+
+    cfg = composed(tmp_path, "task=calibrate", f"calibrator={name}", "calibrator.odir=0.25")
+    task = instantiate(cfg.task, net=nn.Linear(2, 10), loss=nn.CrossEntropyLoss(), optimizer=None)
+    assert task.calibrator.odir == 0.25
+    bad = composed(tmp_path, "task=calibrate", f"calibrator={name}", "calibrator.odir=-1")
+    with pytest.raises(ConfigError) as err:
+        net = instantiate(bad.model)
+        CalibrateTask.check(bad, net, nn.CrossEntropyLoss(), load_pretrained=False)
+    assert str(err.value) == "calibrator.odir=-1 must be a number >= 0 (0: no penalty)"

@@ -12,7 +12,7 @@ corruption stream. The logits go to `logits.pt`, the calibrated test split's rel
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from xent.calibration import CALIBRATORS, make_calibrator
+from xent.calibration import CALIBRATORS, Calibrator, make_calibrator
+from xent.calibration.calibrators import calibrator_from_config
 from xent.calibration.evaluate import (
     IN_DISTRIBUTION,
     Logits,
@@ -61,6 +62,12 @@ def _load_source_run(cfg: DictConfig) -> tuple[nn.Module, Path]:
     return load_weights(model, source.checkpoint, cfg, "source"), source.checkpoint
 
 
+def _calibrator(name: str, node: Mapping[str, Any] | None) -> Calibrator:
+    """The calibrator with its group's options (`calibrator.odir`), so that an override of one
+    reaches the fit, and a bad value is refused, instead of the class default being used."""
+    return make_calibrator(name) if node is None else calibrator_from_config(node)
+
+
 def _shift_spec(cfg: DictConfig) -> ShiftSpec | None:
     return shift_spec(cfg.task, cfg.data, str(cfg.paths.data_dir))
 
@@ -92,7 +99,7 @@ class CalibrateTask(Task):
         classify run on this data and loads; else the source model is reachable."""
         super().check(cfg, net, loss, load_pretrained=load_pretrained)
         name = one_of("calibrator", cfg.task.calibrator, sorted(CALIBRATORS))
-        calibrator = make_calibrator(name)
+        calibrator = _calibrator(name, cfg.task.get("calibrator_config"))
         num_classes = int(cfg.data.num_classes)
         spec = _shift_spec(cfg)
         if calibrator.n_params(num_classes) > 1 or spec is not None:
@@ -135,6 +142,7 @@ class CalibrateTask(Task):
         monitor: str = "test/ece",
         monitor_mode: str = "min",
         calibrator: str = "ts",
+        calibrator_config: Mapping[str, Any] | None = None,
         output_dir: str | None = None,
         shifts: bool = True,
         shift_severity: int = 5,
@@ -144,7 +152,7 @@ class CalibrateTask(Task):
     ):
         super().__init__(net, loss, optimizer, scheduler, monitor, monitor_mode)
         self.calibrator_name = one_of("calibrator", calibrator, sorted(CALIBRATORS))
-        self.calibrator = make_calibrator(calibrator)
+        self.calibrator = _calibrator(self.calibrator_name, calibrator_config)
         self.output_dir = Path(output_dir) if output_dir else None
         self.best_value = float("nan")
         self.reported: tuple[str, ...] = ()
