@@ -42,8 +42,9 @@ def test_task_tta_on_clean_data_is_said_in_the_users_words(tmp_path):
         proc,
         run_dir,
         "data=digits has no source option of its own; valid: data=cifar100_c, cifar10_c, "
-        "digits32_c",
+        "digits32_c, fashion_mnist32_c",
     )
+    assert "calibrate" not in proc.stderr  # task=calibrate's source is not a per-data option
     assert "for_" not in proc.stderr
 
 

@@ -88,8 +88,8 @@ BAD = {
     ),
     "unknown experiment": (
         ["-m", "experiment=nope"],
-        "experiment=nope is not an option; valid: anyloss_breast_cancer, dco_arith, "
-        "distill_fashion, hlgauss_diabetes,",
+        "experiment=nope is not an option; valid: anyloss_breast_cancer, calibration_digits32, "
+        "calibration_fashion, dco_arith, distill_fashion, hlgauss_diabetes,",
     ),
 }
 
