@@ -222,7 +222,7 @@ def one_line(err: BaseException) -> str:
         # hydra/launcher/nope: the group is all but the last part
         group, _, bad = (err.missing_cfg_file or "").rpartition("/")
         if bad.startswith("for_"):  # a group picked per data set: `<group>/for_<data>`
-            per_data = (o for o in err.options if o.startswith("for_"))  # not task=calibrate's
+            per_data = (o for o in err.options if o.startswith("for_"))  # not a task's own
             valid = ", ".join(sorted(o.removeprefix("for_") for o in per_data))
             data = bad.removeprefix("for_")
             return f"data={data} has no {group} option of its own; valid: data={valid}"
