@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import assert_one_line_error, xent_run
+from tests.conftest import assert_one_line_error, run_bad_commands
 from xent.calibration.logits_cache import logits_cache_file
 from xent.calibration.shifts import ShiftSpec, check_shift_stream, shift_spec, stream_variant
 from xent.corrupt.corruptions import CORRUPTIONS
@@ -37,13 +37,12 @@ def write_small_digits32_c(data_dir: Path, keep_meta: bool = False) -> Path:
     return root
 
 
-def tiny_run(tmp_path: Path, *overrides: str):
+def tiny_run_overrides(tmp_path: Path) -> list[str]:
     """A 1-epoch MLP source trained into the cache, calibrated by temperature scaling."""
-    return xent_run(
+    return [
         "task=calibrate", "data=digits32", "model=mlp", "source.recipe.epochs=1",
         f"paths.teachers={tmp_path / 'teachers'}", f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}", *overrides, cwd=tmp_path,
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
 def test_a_tiny_digits32_run_measures_every_corruption_before_and_after(e2e_runs):
@@ -109,10 +108,11 @@ def test_only_32x32_rgb_digits_fashion_and_cifar_have_shifted_sets():
 
 def test_a_cached_stream_of_another_test_split_is_refused_before_anything_is_written(tmp_path):
     root = write_small_digits32_c(tmp_path / "data", keep_meta=True)
-    proc = tiny_run(tmp_path)
+    bad = {"stale stream": (tiny_run_overrides(tmp_path), "")}
+    proc, run_dir = run_bad_commands(tmp_path, bad)["stale stream"]  # forked: no torch import
     assert_one_line_error(
         proc,
-        tmp_path / "run",
+        run_dir,
         f"xent-run: error: {root} was generated from a different digits32 test split than "
         "data.clean gives; delete it to regenerate, or set data.generate_seed to another value "
         "(the shifted test sets; task.shifts=false skips them)",
