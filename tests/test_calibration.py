@@ -167,6 +167,24 @@ def test_ca_loss_of_a_batch_all_right_is_the_plain_mean():
     assert float(value) == pytest.approx(float(((confidences - 1) ** 2).mean()), abs=1e-12)
 
 
+@pytest.mark.parametrize("n_right", [12, 16, 19])
+def test_one_confidence_for_all_under_the_ca_loss_is_best_at_one_half_whatever_the_accuracy(
+    n_right: int,
+):
+    """Why ts_ca softens an accurate source (README, calibration_fashion): when every sample has
+    one confidence c, the balanced weights make the loss ((1 - c)^2 + c^2) / 2 at any accuracy."""
+    classes, n = 10, 20
+    grid = torch.arange(0.15, 0.995, 0.01, dtype=torch.float64)
+    correct = torch.arange(n) < n_right
+    losses = []
+    for c in grid:
+        probs = torch.full((n, classes), (1 - float(c)) / (classes - 1), dtype=torch.float64)
+        probs[:, 0] = c
+        losses.append(float(ca_loss(probs.log(), correct)))
+        assert losses[-1] == pytest.approx(((1 - float(c)) ** 2 + float(c) ** 2) / 2, abs=1e-12)
+    assert float(grid[losses.index(min(losses))]) == pytest.approx(0.5)
+
+
 def test_view_features_are_each_views_probabilities_at_the_original_top_classes():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0]])
     views = torch.stack([logits, logits.flip(1)])  # (V=2, N=1, K=5)
