@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import xent  # noqa: F401  (first: caps torch's CPU kernels before a test runs a torch op)
+
 # The fast tier's lm sweeps, run together once a session (fixture `e2e_runs`).
 pytest_plugins = ["tests.e2e_runs"]
 
