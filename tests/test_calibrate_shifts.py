@@ -106,17 +106,28 @@ def test_only_32x32_rgb_digits_fashion_and_cifar_have_shifted_sets():
     assert variant(_target_="xent.data.synthetic.SyntheticImageDataModule", **rgb) is None
 
 
+def stale_stream_message(root: Path) -> str:
+    return (
+        f"{root} was generated from a different digits32 test split than data.clean gives; "
+        "delete it to regenerate, or set data.generate_seed to another value (the shifted test "
+        "sets; task.shifts=false skips them)"
+    )
+
+
+def test_the_preflight_check_refuses_a_cached_stream_of_another_test_split(tmp_path):
+    root = write_small_digits32_c(tmp_path, keep_meta=True)
+    clean = DigitsDataModule(num_classes=10, in_channels=3, image_size=32, upsample=4)
+    with pytest.raises(ConfigError) as err:
+        check_shift_stream(ShiftSpec("digits32", str(tmp_path), 5), clean)
+    assert str(err.value) == stale_stream_message(root)
+
+
+@pytest.mark.slow  # seconds: the in-process check above covers the message in the fast tier
 def test_a_cached_stream_of_another_test_split_is_refused_before_anything_is_written(tmp_path):
     root = write_small_digits32_c(tmp_path / "data", keep_meta=True)
     bad = {"stale stream": (tiny_run_overrides(tmp_path), "")}
     proc, run_dir = run_bad_commands(tmp_path, bad)["stale stream"]  # forked: no torch import
-    assert_one_line_error(
-        proc,
-        run_dir,
-        f"xent-run: error: {root} was generated from a different digits32 test split than "
-        "data.clean gives; delete it to regenerate, or set data.generate_seed to another value "
-        "(the shifted test sets; task.shifts=false skips them)",
-    )
+    assert_one_line_error(proc, run_dir, f"xent-run: error: {stale_stream_message(root)}")
     assert not (tmp_path / "teachers").exists()  # refused before the source was trained
 
 

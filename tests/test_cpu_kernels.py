@@ -55,7 +55,11 @@ def test_the_names_are_the_three_libraries_variables():
 
 @pytest.mark.skipif(not cpu_has_avx2(), reason="the cap applies to x86-64 CPUs with AVX2")
 @pytest.mark.parametrize(
-    ("user_env", "expected"), [({}, "AVX2"), ({"ATEN_CPU_CAPABILITY": "default"}, "DEFAULT")]
+    ("user_env", "expected"),
+    [
+        ({}, "AVX2"),
+        pytest.param({"ATEN_CPU_CAPABILITY": "default"}, "DEFAULT", marks=pytest.mark.slow),
+    ],
 )
 def test_importing_xent_caps_torch_before_its_first_operation(user_env, expected):
     """In a fresh interpreter, as the CLI starts: torch imported first, xent next, then the first
