@@ -30,6 +30,14 @@ Bar (issue 19): at V = 32k, chunked <= 0.1x dense's extra memory and <= 1.3x its
 missed bar is reported (output and `"bar": {"met": false}`), not raised. Dense at V = 128k
 needs ~12 GiB (three (N, V) float32 tensors); where the machine has less memory available
 than 1.5x that, it is recorded as skipped, not run into the OOM killer.
+
+`--device cuda` (writes `lm_head_gpu.json`): the same shapes on the GPU, once with hidden and
+weight in float32 and once in bfloat16 (what the head sees under bf16 autocast), plus
+`dense_compiled` (dense CE under `torch.compile`) at V = 32k. Memory in-process
+(`torch.cuda.max_memory_allocated` above what was allocated, after an untimed step that also
+compiles), time as the median of 20 steps (`loss.item()` waits for the GPU). `chunked` is
+torch's fused op where the installed torch has it, else ours: the JSON says which. The bar is
+judged on the float32 rows.
 """
 
 from __future__ import annotations
@@ -52,17 +60,23 @@ VOCABS = (8192, 32768, 131072)
 QUICK = {"tokens": 256, "dim": 32, "vocabs": (2048,), "repeats": 1}
 HEADS = ("dense", "chunked", "cce")
 OURS = "chunked_ours"  # our ChunkedLogSumExp, torch's fused op switched off
+COMPILED = "dense_compiled"  # GPU only: dense CE under torch.compile
+GPU_REPEATS = 20
+GPU_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BAR_VOCAB, BAR_MEMORY, BAR_TIME = 32768, 0.1, 1.3
 MIB = 2**20
 MEMORY_METHOD = "torch profiler: peak live tensor bytes; RSS: VmHWM after clear_refs - VmRSS"
+NO_CUDA = "lm_head --device cuda: no CUDA device here; nothing measured"
 LARGEST_REPEATS = 1  # a step at V = 128k takes minutes on a small CPU
 
 
-def inputs(tokens: int, dim: int, vocab: int, device: str = "cpu", seed: int = 0):
+def inputs(
+    tokens: int, dim: int, vocab: int, device: str = "cpu", seed: int = 0, dtype=torch.float32
+):
     """hidden (1, N, D), weight (V, D) (GPT-like scale, requiring grad), target (1, N)."""
     gen = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(1, tokens, dim, generator=gen).to(device).requires_grad_()
-    weight = (torch.randn(vocab, dim, generator=gen) * 0.02).to(device).requires_grad_()
+    hidden = torch.randn(1, tokens, dim, generator=gen).to(device, dtype).requires_grad_()
+    weight = (torch.randn(vocab, dim, generator=gen) * 0.02).to(device, dtype).requires_grad_()
     target = torch.randint(vocab, (1, tokens), generator=gen).to(device)
     return hidden, weight, target
 
@@ -70,6 +84,10 @@ def inputs(tokens: int, dim: int, vocab: int, device: str = "cpu", seed: int = 0
 def step(head: str, hidden, weight, target) -> float:
     """One forward+backward of token CE through `head`; returns the loss value."""
     hidden.grad = weight.grad = None
+    if head == COMPILED:
+        loss = compiled_dense_ce()(hidden.flatten(0, 1), weight, target.flatten())
+        loss.backward()
+        return loss.item()
     if head == OURS:
         from xent.losses import lm_head
 
@@ -82,6 +100,18 @@ def step(head: str, hidden, weight, target) -> float:
     loss = TokenCE()(hidden, weight, target, head).loss
     loss.backward()
     return loss.item()
+
+
+_COMPILED: list = []
+
+
+def compiled_dense_ce():
+    """Dense token CE (the logits materialised) under torch.compile, compiled once."""
+    if not _COMPILED:
+        from xent.losses.lm_head import mean_token_nll
+
+        _COMPILED.append(torch.compile(lambda h, w, t: mean_token_nll(h, w, t, "dense")))
+    return _COMPILED[0]
 
 
 def status_kib(key: str) -> int:
@@ -105,10 +135,12 @@ def tensor_peak(run) -> int:
     return peak
 
 
-def measure_memory(head: str, tokens: int, dim: int, vocab: int) -> dict[str, Any]:
+def measure_memory(
+    head: str, tokens: int, dim: int, vocab: int, dtype=torch.float32
+) -> dict[str, Any]:
     """Extra peak bytes of one step (run in a fresh process: see the module docstring)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    hidden, weight, target = inputs(tokens, dim, vocab, device)
+    hidden, weight, target = inputs(tokens, dim, vocab, device, dtype=dtype)
     if device == "cuda":
         step(head, hidden, weight, target)  # untimed: cce compiles
         hidden.grad = weight.grad = None
@@ -175,6 +207,11 @@ def bench_vocab(vocab: int, tokens: int, dim: int, repeats: int, threads: int) -
         {h: (lambda h=h: step(h, hidden, weight, target)) for h in heads}, repeats, warmup=0
     )
     row: dict[str, Any] = {"vocab": vocab, "skipped": skipped, "heads": {}}
+    return with_ratios(row, heads, memory, losses, times)
+
+
+def with_ratios(row: dict, heads: list[str], memory: dict, losses: dict, times: dict) -> dict:
+    """Fill `row["heads"]` with each head's memory, time and loss, and ratios against dense."""
     for head in heads:
         row["heads"][head] = {
             **memory[head],
@@ -193,6 +230,106 @@ def bench_vocab(vocab: int, tokens: int, dim: int, repeats: int, threads: int) -
                     entry["extra_peak_mib"] / dense["extra_peak_mib"], 4
                 )
     return row
+
+
+def device_memory(head: str, tokens: int, dim: int, vocab: int, dtype, device: str) -> dict:
+    """Extra peak memory of one step in this process: CUDA's allocator statistics on the GPU;
+    in a --cpu-smoke run, the profiler's tensor peak."""
+    if device == "cuda":
+        return measure_memory(head, tokens, dim, vocab, dtype)
+    hidden, weight, target = inputs(tokens, dim, vocab, device, dtype=dtype)
+    step(head, hidden, weight, target)  # compiles, where the head does
+    peak = tensor_peak(lambda: step(head, hidden, weight, target))
+    return {"extra_peak_mib": round(peak / MIB, 1), "memory_method": "torch profiler"}
+
+
+def device_heads(vocab: int) -> list[str]:
+    """The heads of a --device run: ours beside torch's fused op only where torch has one."""
+    from xent.losses.lm_head import torch_fused_available
+
+    heads = [*HEADS, OURS] if torch_fused_available() else list(HEADS)
+    return [*heads, COMPILED] if vocab == BAR_VOCAB else heads
+
+
+def bench_vocab_on(
+    vocab: int, tokens: int, dim: int, dtype_name: str, device: str, repeats: int
+) -> dict:
+    """Every head at one V and dtype on `device`, in this process; a head that fails is
+    recorded under "errors" with its one-line reason, and the others still run."""
+    dtype = GPU_DTYPES[dtype_name]
+    row: dict[str, Any] = {"vocab": vocab, "dtype": dtype_name, "skipped": {}, "heads": {}}
+    memory, errors = {}, {}
+    for head in device_heads(vocab):
+        try:
+            memory[head] = device_memory(head, tokens, dim, vocab, dtype, device)
+        except Exception as err:  # noqa: BLE001 (a benchmark records a head's failure)
+            errors[head] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    heads = [h for h in device_heads(vocab) if h in memory]
+    hidden, weight, target = inputs(tokens, dim, vocab, device, dtype=dtype)
+    losses = {h: step(h, hidden, weight, target) for h in heads}
+    times = interleaved(
+        {h: (lambda h=h: step(h, hidden, weight, target)) for h in heads}, repeats, warmup=1
+    )
+    row["errors"] = errors
+    return with_ratios(row, heads, memory, losses, times)
+
+
+def device_summary(rows: list[dict], verdict: dict, tokens: int, dim: int, device: str) -> str:
+    """The README line of a --device run: memory and median time per dtype, V and head."""
+    parts = []
+    for row in rows:
+        cells = [
+            f"{head} {h.get('extra_peak_mib', '?')} MiB {h['time_s'] * 1000:.2f} ms"
+            for head, h in row["heads"].items()
+        ]
+        cells += [f"{head} failed" for head in row.get("errors", {})]
+        parts.append(f"{row['dtype']} V={row['vocab']}: " + ", ".join(cells))
+    tail = (
+        "bar not measured"
+        if verdict["met"] is None
+        else (
+            f"float32 chunked/dense at V={BAR_VOCAB}: memory "
+            f"{verdict['chunked_memory_vs_dense']}x, time {verdict['chunked_time_vs_dense']}x: "
+            f"{'met' if verdict['met'] else 'missed'}"
+        )
+    )
+    return f"token CE fwd+bwd on {device}, N={tokens}, D={dim}: {'; '.join(parts)}; {tail}"
+
+
+def main_on_device(args) -> None:
+    """`--device cuda` (or `--cpu-smoke`): every dtype and V in this process, the JSON
+    rewritten after each row."""
+    from xent.losses.lm_head import torch_fused_available
+
+    device = "cpu" if args.cpu_smoke else "cuda"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 (torch's default)
+    small = args.quick or args.cpu_smoke
+    tokens, dim = (QUICK["tokens"], QUICK["dim"]) if small else (TOKENS, DIM)
+    vocabs = (BAR_VOCAB // 16,) if small else VOCABS
+    repeats = 2 if small else GPU_REPEATS
+    name = f"{NAME}_gpu" if device == "cuda" else f"{NAME}_cpu_smoke"
+    rows: list[dict] = []
+    for dtype_name in GPU_DTYPES:
+        for vocab in vocabs:
+            rows.append(bench_vocab_on(vocab, tokens, dim, dtype_name, device, repeats))
+            print(json.dumps(rows[-1]), flush=True)
+            verdict = bar([r for r in rows if r["dtype"] == "float32"])
+            line = device_summary(rows, verdict, tokens, dim, device)
+            result = {
+                "device": device,
+                "tokens": tokens,
+                "dim": dim,
+                "repeats": repeats,
+                "chunked_is": "torch fused op" if torch_fused_available() else "ours",
+                "rows": rows,
+                "bar": verdict,
+            }
+            path = write_result(name, result, line, args.out)
+    print(line)
+    print(f"wrote {path}")
 
 
 def bar(rows: list[dict]) -> dict[str, Any]:
@@ -244,8 +381,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-of", nargs=4, metavar=("HEAD", "N", "D", "V"), help="internal")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="the --device run's code, tiny, on the CPU"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(NO_CUDA)
+        return
+    if args.device == "cuda" or args.cpu_smoke:
+        main_on_device(args)
+        return
     if args.memory_of:
         head, *sizes = args.memory_of
         print(json.dumps(measure_memory(head, *map(int, sizes))))

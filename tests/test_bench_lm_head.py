@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from tests.test_bench_losses_flow import readme_line, run_quick, script
 
@@ -72,3 +73,39 @@ def test_lm_head_quick(tmp_path):
     line = readme_line(tmp_path, "lm_head")
     assert "N=256, D=32" in line and line.endswith(")") and "bar not measured" in line
     assert "bar not measured" in stdout
+
+
+def test_device_cuda_without_a_gpu_says_so_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    bench = script("bench_lm_head")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the suite's threads
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    bench.main(["--device", "cuda", "--out", str(tmp_path / "out")])
+    assert capsys.readouterr().out == bench.NO_CUDA + "\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # ~30 s: cce compiles its torch path for each dtype
+def test_device_mode_runs_every_head_in_both_dtypes(tmp_path, monkeypatch):
+    """--cpu-smoke: the --device cuda code (in-process memory, float32 and bf16 rows, errors
+    recorded per head) at the quick sizes on the CPU."""
+    bench = script("bench_lm_head")
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    bench.main(["--cpu-smoke", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "lm_head_cpu_smoke.json").read_text())
+    assert (data["device"], data["tokens"], data["dim"], data["repeats"]) == ("cpu", 256, 32, 2)
+    assert [(row["dtype"], row["vocab"]) for row in data["rows"]] == [
+        ("float32", 2048),
+        ("bfloat16", 2048),
+    ]
+    for row in data["rows"]:
+        assert row["errors"] == {}
+        heads = row["heads"]
+        assert list(heads) == ["dense", "chunked", "cce", "chunked_ours"]  # no compile below 32k
+        tolerance = 1e-5 if row["dtype"] == "float32" else 0.05  # bf16 logits: ~3 digits
+        for name, entry in heads.items():
+            assert len(entry["times_s"]) == 2 and entry["time_s"] > 0, name
+            assert entry["loss_diff_vs_dense"] < tolerance and math.isfinite(entry["loss"]), name
+        assert heads["dense"]["extra_peak_mib"] > 2 * heads["chunked"]["extra_peak_mib"] > 0
+    line = readme_line(tmp_path, "lm_head_cpu_smoke")
+    assert "on cpu, N=256, D=32: float32 V=2048: dense " in line
+    assert "; bfloat16 V=2048: dense " in line and "bar not measured" in line

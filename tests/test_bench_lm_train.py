@@ -102,3 +102,49 @@ def test_without_a_checkout_it_says_so_and_measures_nothing(tmp_path, monkeypatc
         "lm_train: no nanoGPT checkout (--nanogpt DIR or NANOGPT=DIR); nothing measured\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_device_cuda_without_a_gpu_says_so_and_writes_nothing(
+    stand_in, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    bench["main"](["--device", "cuda", "--nanogpt", str(stand_in), "--out", str(out)])
+    assert capsys.readouterr().out == bench["NO_CUDA"] + "\n"
+    assert not out.exists()
+
+
+def test_device_mode_times_each_variant_of_both_sides(stand_in, tmp_path, capsys):
+    """--cpu-smoke: the --device cuda code on the CPU (fp32 and bf16 autocast; compiling is
+    left to the GPU run), its rates, ratios per variant and README line."""
+    out = tmp_path / "out"
+    bench["main"](["--cpu-smoke", "--nanogpt", str(stand_in), "--out", str(out)])
+    result = json.loads((out / "lm_train_cpu_smoke.json").read_text())
+    assert set(result["seconds"]) == {"xent_fp32", "nanogpt_fp32", "xent_bf16", "nanogpt_bf16"}
+    steps, batch, block = result["steps_per_repeat"], 2, 64
+    assert result["shape"]["batch"] == batch and result["shape"]["block_size"] == block
+    rates = result["tokens_per_s"]
+    for name, seconds in result["seconds"].items():
+        assert len(seconds) == 2
+        assert rates[name] == pytest.approx(steps * batch * block / statistics.median(seconds))
+    for variant in ("fp32", "bf16"):
+        ratio = rates[f"xent_{variant}"] / rates[f"nanogpt_{variant}"]
+        assert result["ratio"][variant] == pytest.approx(ratio)
+        assert result["bar_met"][variant] == (ratio >= 0.9)
+    line = (out / "README.md").read_text().splitlines()[-1]
+    assert line.startswith(
+        "- `lm_train_cpu_smoke`: task=lm's model+loss step vs nanoGPT's on cpu (4 layers, 128 "
+        f"wide, batch 2x64): fp32 {rates['xent_fp32']:,.0f} vs {rates['nanogpt_fp32']:,.0f} "
+        "tokens/s, "
+    )
+
+
+def test_the_bf16_variant_trains_under_autocast(stand_in):
+    """The bf16 trainer's forward runs under bf16 autocast: its loss is computed from bf16
+    logits, so it differs from the fp32 trainer's on the same windows and weights."""
+    seen = []
+    sides = bench["sides"](stand_in, steps=1, bf16=True)
+    model, run = sides["xent"]
+    model.register_forward_hook(lambda m, args, out: seen.append(torch.is_autocast_enabled("cpu")))
+    run()
+    assert seen == [True]

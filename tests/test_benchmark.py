@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from xent.bench_harness import interleaved, write_result
 
 
@@ -25,6 +27,8 @@ def test_write_result_keeps_one_line_per_benchmark_and_the_notes(tmp_path):
     path = write_result("zeta", {"ratio": 3.0}, "second", out_dir=tmp_path)
     data = json.loads(path.read_text())
     assert data["benchmark"] == "zeta" and data["ratio"] == 3.0 and data["machine"]["cores"]
+    # the kernels torch picked (xent caps them at AVX2 on x86-64): the same process's answer
+    assert data["machine"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     lines = readme.read_text().splitlines()
     entries = [line for line in lines if line.startswith("- `")]
     assert [e.split(":")[0] for e in entries] == ["- `alpha`", "- `zeta`", "- `--help`"]

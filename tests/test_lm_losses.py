@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -99,6 +100,36 @@ def test_only_dense_head_holds_the_logits(head, loss, chunked_impl):
     with LargestTensor() as largest:
         loss(hidden, weight, target, head).loss.backward()
     assert largest.numel == (n * vocab if head == "dense" else vocab * D)
+
+
+@pytest.mark.parametrize(
+    ("is_cuda", "dtype", "bf16_gpu", "impl"),
+    [
+        (True, torch.bfloat16, True, "cce"),
+        (True, torch.float16, True, "cce"),
+        # float32 embeddings: CCE's kernel backward asserts half precision (seen on an H200)
+        (True, torch.float32, True, "torch_compile"),
+        (True, torch.bfloat16, False, "torch_compile"),  # pre-Ampere
+        (False, torch.bfloat16, True, "torch_compile"),  # the CPU
+    ],
+)
+def test_cce_kernels_only_for_half_precision_on_an_ampere_gpu(
+    monkeypatch, is_cuda, dtype, bf16_gpu, impl
+):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_gpu)
+    assert lm_head.cce_impl(SimpleNamespace(is_cuda=is_cuda, dtype=dtype)) == impl
+
+
+def test_autocast_inputs_take_the_autocast_dtype_only_under_autocast():
+    hidden, weight = torch.randn(4, D), torch.randn(V, D)
+    assert all(
+        a is b
+        for a, b in zip(lm_head.autocast_inputs(hidden, weight), (hidden, weight), strict=True)
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = lm_head.autocast_inputs(hidden, weight)
+    for got, given in zip(cast, (hidden, weight), strict=True):
+        assert got.dtype == torch.bfloat16 and torch.equal(got, given.to(torch.bfloat16))
 
 
 def test_chunk_rows_matches_the_input_size():

@@ -66,6 +66,7 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),  # AVX2 under xent's cap
         "platform": platform.platform(),
     }
     if torch.cuda.is_available():

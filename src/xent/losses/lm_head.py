@@ -55,10 +55,25 @@ def check_cce_installed() -> None:
 
 
 def cce_impl(hidden: torch.Tensor) -> str:
-    """CCE's Triton kernels need an Ampere+ GPU (bf16 support); elsewhere its compiled torch
-    path runs (the first call compiles, ~20-40 s on a small CPU)."""
-    on_ampere = hidden.is_cuda and torch.cuda.is_bf16_supported()
+    """CCE's Triton kernels need an Ampere+ GPU (bf16 support) and half-precision embeddings
+    (their backward asserts it: float32 on an H200 failed there); elsewhere, float32 on a GPU
+    included, its compiled torch path runs (the first call compiles, ~20-40 s on a small CPU)."""
+    half = hidden.dtype in (torch.float16, torch.bfloat16)
+    on_ampere = hidden.is_cuda and half and torch.cuda.is_bf16_supported()
     return "cce" if on_ampere else "torch_compile"
+
+
+def autocast_inputs(
+    hidden: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden and weight in the autocast dtype where autocast is on for their device (what it
+    does to the dense head's matmul; the final LayerNorm hands over float32), else as they are:
+    CCE's kernels then run under bf16-mixed training instead of failing on float32 input."""
+    device = hidden.device.type
+    if not torch.is_autocast_enabled(device):
+        return hidden, weight
+    dtype = torch.get_autocast_dtype(device)
+    return hidden.to(dtype), weight.to(dtype)
 
 
 def target_logit(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -119,6 +134,8 @@ def fused_nll(
     if head == "cce":
         from cut_cross_entropy import linear_cross_entropy
 
+        if hidden.is_cuda:
+            hidden, weight = autocast_inputs(hidden, weight)
         return linear_cross_entropy(
             hidden, weight, target, reduction=reduction, impl=cce_impl(hidden)
         )
