@@ -71,10 +71,11 @@ def assert_jobs_summarised(sweep: Path, losses: list[str]) -> None:
     assert (sweep / "summary.md").is_file() and (sweep / "summary.png").is_file()
 
 
-@pytest.mark.parametrize("launcher", ["basic", "local"])
+@pytest.mark.parametrize("launcher", ["cores", "local"])
 def test_a_sweep_without_a_sweep_dir_lands_in_outputs_multiruns(tmp_path, launcher):
-    """Hydra's basic launcher (jobs in this process) and submitit's local one (a process each)."""
-    choice = () if launcher == "basic" else ("hydra/launcher=local",)
+    """xent's default launcher (cores: a worker process per core) and submitit's local one (a
+    process per job)."""
+    choice = () if launcher == "cores" else ("hydra/launcher=local",)
     sweep = run_sweep(tmp_path, *choice, "loss=ce,sce")
     assert_jobs_summarised(sweep, ["ce", "sce"])
     if launcher == "local":

@@ -22,7 +22,12 @@ from tests.conftest import REPO, assert_one_line_error, run_bad_commands, xent_r
 ARGS = ["seed=0", "trainer.max_epochs=2", "logger=none", "callbacks.best_checkpoint.mode=min"]
 SIGINT_STEP = 30
 SAME = ("test/acc", "test/nll", "test/ece", "best/val_acc", "best/test_acc", "epochs")
-ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+# One thread everywhere: a sweep's jobs run side by side with cores // jobs threads each, and
+# a single run compared with one of them must run on as many.
+ENV = {
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    "OMP_NUM_THREADS": "1",
+}
 
 
 def kill_at(step: int | str) -> list[str]:
@@ -179,7 +184,7 @@ def test_ctrl_c_of_a_run_records_it_and_the_command_it_names_finishes_it(
     assert (last["epoch"], last["global_step"]) == (0, 20)
     assert not (run_dir / "error.log").exists()
     # The command named, without the test's own SIGINT (it would come again at step 30).
-    resumed = xent_run(*ARGS, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
+    resumed = xent_run(*ARGS, f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path, env=ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert epoch_lines(resumed.stdout) == ["epoch 2/2"]
     result = metrics(run_dir)

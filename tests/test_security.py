@@ -26,10 +26,18 @@ from xent.checkpoint_io import (
 from xent.pretrained import WEIGHTS_FILE, cache_dir
 
 CONF = REPO / "src" / "xent" / "conf"
-# Where a `_target_` of the runner's own configs may point. No Hydra plugin targets
-# (hydra_plugins.*) appear in these files: the launchers and sweepers are chosen through Hydra's
-# defaults lists, and their `_target_`s live in the plugins' own packages.
-TRUSTED_TARGETS = ("xent.", "torch.", "torchvision.", "lightning.", "torchmetrics.")
+# Where a `_target_` of the runner's own configs may point. The one Hydra plugin target is xent's
+# own launcher (hydra/launcher=cores: Hydra takes launchers only from the hydra_plugins
+# namespace); the other launchers and sweepers are chosen through Hydra's defaults lists, and
+# their `_target_`s live in the plugins' own packages.
+TRUSTED_TARGETS = (
+    "xent.",
+    "hydra_plugins.xent_cores.",
+    "torch.",
+    "torchvision.",
+    "lightning.",
+    "torchmetrics.",
+)
 
 
 class CreatesFile:

@@ -1,10 +1,12 @@
-"""A real multirun (Hydra's basic launcher, digits): the summary its end-of-sweep callback writes
-holds what the job files say; a failing job does not stop the others and is marked."""
+"""A real multirun (xent's default launcher, `cores`, digits): the summary its end-of-sweep
+callback writes holds what the job files say; a failing job does not stop the others and is
+marked; Ctrl-C records the running jobs and names the command that continues the sweep."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shlex
 import statistics
 from pathlib import Path
 
@@ -167,7 +169,8 @@ def test_a_sweeps_terminal_shows_a_line_per_job_and_its_log_the_rest(tmp_path):
         "test/loss, test_time_s, train_time_s"
     )
     lines = proc.stdout.splitlines()
-    job_lines = [line for line in lines if line.startswith("#")]
+    # side by side (hydra/launcher=cores), each job's line comes as it ends: in any order
+    job_lines = sorted(line for line in lines if line.startswith("#"))
     assert len(job_lines) == 2
     for seed, line in enumerate(job_lines):
         acc = json.loads((sweep / str(seed) / "metrics.json").read_text())["test/acc"]
@@ -191,14 +194,14 @@ def _numbers(job: Path) -> dict:
 
 @pytest.mark.slow
 def test_the_cores_launcher_runs_a_job_per_core_each_with_one_thread(tmp_path):
-    """hydra/launcher=cores: joblib's processes, one job per core, each with one thread, so
-    every job gives exactly the numbers of the same job run alone on one thread."""
+    """The default launcher, cores: joblib's processes, one job per core, each with one thread
+    here (2 cores), so every job gives exactly the numbers of the same job run alone on one
+    thread."""
     args = ["-m", "loss=ce,sce", "seed=0", "data=digits32", "model=cnn", "trainer.max_epochs=1"]
     cores, alone = tmp_path / "cores", tmp_path / "alone"
-    proc = xent_run(
-        *args, "logger=none", "hydra/launcher=cores", f"hydra.sweep.dir={cores}", cwd=tmp_path
-    )
+    proc = xent_run(*args, "logger=none", f"hydra.sweep.dir={cores}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "Launching 2 jobs, 2 at a time, 1 torch thread(s) each" in proc.stdout
     proc = xent_run(
         *args,
         "logger=none",
@@ -209,7 +212,71 @@ def test_the_cores_launcher_runs_a_job_per_core_each_with_one_thread(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     hydra = yaml.safe_load((cores / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
-    assert hydra["launcher"]["_target_"].endswith("JoblibLauncher")
+    assert hydra["launcher"]["_target_"].endswith("cores_launcher.CoresLauncher")
     assert hydra["launcher"]["n_jobs"] == -1
     for job in ("0", "1"):
         assert _numbers(cores / job) == _numbers(alone / job)
+
+
+@pytest.mark.slow
+def test_a_one_job_sweep_runs_in_xent_runs_own_process(tmp_path):
+    """A batch of one job gains nothing from a worker: it runs as the basic launcher runs it."""
+    proc = xent_run(
+        "-m",
+        "seed=0",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.sweep.dir={tmp_path / 'S'}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Launching 1 jobs locally" in proc.stdout and "at a time" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_xent_run_records_every_running_job_and_names_the_way_on(tmp_path):
+    """SIGINT to xent-run (not to its workers: `kill -INT`, where a terminal's Ctrl-C reaches
+    them all): both jobs stop at their next step, interrupted with their last.ckpt, exit 130
+    with the line that continues the sweep; that command finishes both."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.cli_batch import base_env
+    from tests.conftest import default_sigint
+
+    sweep = tmp_path / "S"
+    argv = ["-m", "loss=ce,sce", "trainer.max_epochs=40", "logger=none", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xent.runner.cli", *argv],
+        cwd=tmp_path,
+        env=base_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
+    deadline = time.monotonic() + 240
+    while not all((sweep / job / "checkpoints" / "last.ckpt").exists() for job in "01"):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    command = shlex.join(["xent-run", *argv, "resume=auto"])
+    assert proc.returncode == 130, stderr
+    (line,) = stderr.splitlines()
+    assert line.startswith("xent-run: interrupted after epoch ") and line.endswith(
+        f"; continue with: {command}"
+    )
+    assert "xent-run: stopping the running jobs at their next step" in stdout
+    for job in "01":
+        result = json.loads((sweep / job / "metrics.json").read_text())
+        assert result["status"] == "interrupted" and 1 <= result["epochs"] < 40
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+    assert not (sweep / ".stop").exists()
+    rerun = xent_run(*argv, "resume=auto", cwd=tmp_path, timeout=400)
+    assert rerun.returncode == 0 and rerun.stderr == "", rerun.stderr
+    for job in "01":
+        result = json.loads((sweep / job / "metrics.json").read_text())
+        assert (result["status"], result["epochs"]) == ("ok", 40)

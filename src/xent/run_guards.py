@@ -136,3 +136,33 @@ def keep_sigint_handler() -> Callable[[], None]:
     if handler is None:  # installed outside Python: nothing this process could put back
         return lambda: None
     return lambda: signal.signal(signal.SIGINT, handler)
+
+
+class StopWhenSweepStops(L.Callback):
+    """A job of hydra/launcher=cores stops as Ctrl-C would stop it (a KeyboardInterrupt, so the
+    run records itself as interrupted) once its sweep's stop file appears: xent-run writes it
+    on Ctrl-C, which reaches a worker process only from a terminal, not from `kill -INT`."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file = Path(stop_file)
+
+    def _stop_if_asked(self) -> None:
+        if self.stop_file.exists():
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._stop_if_asked()
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._stop_if_asked()
+
+    def on_test_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self._stop_if_asked()
+
+
+def sweep_stop_callbacks() -> list[L.Callback]:
+    """[StopWhenSweepStops] in a worker of hydra/launcher=cores, else []."""
+    from xent.job_relay import STOP_FILE_ENV
+
+    stop_file = os.environ.get(STOP_FILE_ENV)
+    return [StopWhenSweepStops(Path(stop_file))] if stop_file else []

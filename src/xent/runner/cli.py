@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from xent.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED
+from xent.job_relay import STOP_FILE_ENV, JobInterrupted, RelayedFailure, relayed_failures
 from xent.runner.command_line import (
     CONF_DIR,
     check_overrides,
@@ -61,14 +62,44 @@ def hydra_app(cfg: DictConfig) -> float | None:
         check_ddp_in_sweep(cfg)
         metrics = run(cfg)
     except XentError as err:
-        _job_failures.append(err)
-        return None
+        return _job_failed(err)
     except Exception as err:
-        _job_failures.append(RunFailed(Path(cfg.paths.output_dir), root_message(err)))
         if _show_tracebacks:
             raise
-        return None
+        return _job_failed(RunFailed(Path(cfg.paths.output_dir), root_message(err)))
+    except KeyboardInterrupt as err:
+        if in_worker_process():
+            from xent.runner.rundir import interrupted_line
+
+            raise JobInterrupted(interrupted_line(err)) from None
+        raise
     return sweep_objective(cfg, metrics)
+
+
+def in_worker_process() -> bool:
+    """True in a job that hydra/launcher=cores runs in one of its worker processes."""
+    return STOP_FILE_ENV in os.environ
+
+
+def _job_failed(err: Exception) -> None:
+    """Keep a failed job's reason for main() to print; from a worker process, hand it back to
+    xent-run's process (its launcher keeps it in `relayed_failures`, which main() reads)."""
+    if in_worker_process():
+        raise RelayedFailure(failure_line(err), is_bad_input(err))
+    _job_failures.append(err)
+
+
+def failure_line(err: Exception) -> str:
+    """The one stderr line of a failed job."""
+    if isinstance(err, RelayedFailure):
+        return err.line
+    return ("xent-run: " if isinstance(err, RunFailed) else "xent-run: error: ") + one_line(err)
+
+
+def is_bad_input(err: Exception) -> bool:
+    if isinstance(err, RelayedFailure):
+        return err.bad_input
+    return not isinstance(err, RunFailed)
 
 
 def sweep_objective(cfg: DictConfig, metrics: dict) -> float | None:
@@ -324,6 +355,7 @@ def main() -> None:
             raise
     from xent.runner import sweep
 
+    _job_failures.extend(relayed_failures)  # jobs of hydra/launcher=cores's worker processes
     _job_failures.extend(XentError(error) for error in sweep.summary_errors)  # a bad headline
     if sweep.failed_job_lines and not _job_failures:  # jobs that failed in other processes
         for line in dict.fromkeys(line for line, _ in sweep.failed_job_lines):
@@ -338,13 +370,10 @@ def main() -> None:
         )
         sys.exit(EXIT_RUN_FAILED)
     if _job_failures:
-        lines = [
-            ("xent-run: " if isinstance(err, RunFailed) else "xent-run: error: ") + one_line(err)
-            for err in _job_failures
-        ]
+        lines = [failure_line(err) for err in _job_failures]
         for line in dict.fromkeys(lines):  # one line per distinct reason
             print(line, file=sys.stderr)
-        bad_input = all(not isinstance(err, RunFailed) for err in _job_failures)
+        bad_input = all(is_bad_input(err) for err in _job_failures)
         sys.exit(EXIT_BAD_INPUT if bad_input else EXIT_RUN_FAILED)
 
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from xent.checkpoint_io import AtomicCheckpointIO
 from xent.checks import task_class
 from xent.errors import XentError, root_message
-from xent.run_guards import keep_sigint_handler, stop_on_sigterm
+from xent.run_guards import keep_sigint_handler, stop_on_sigterm, sweep_stop_callbacks
 from xent.runner.console import print_config, print_results
 from xent.runner.preflight import build_parts
 from xent.runner.rundir import (
@@ -203,7 +203,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         loggers = _instantiate_all(cfg.get("logger"))
         trainer = instantiate(
             cfg.trainer,
-            callbacks=_instantiate_all(cfg.get("callbacks")),
+            callbacks=_instantiate_all(cfg.get("callbacks")) + sweep_stop_callbacks(),
             logger=loggers or False,
             plugins=_plugins(cfg.trainer),
             **task_cls.trainer_overrides,

@@ -1,0 +1,1 @@
+"""xent's Hydra launcher plugin (Hydra instantiates launchers only from `hydra_plugins`)."""
