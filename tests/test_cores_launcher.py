@@ -29,6 +29,14 @@ def test_jobs_at_once_are_the_cores_but_never_more_than_the_batch(
     assert CoresLauncher(n_jobs=n_jobs).workers(batch) == workers
 
 
+def test_each_job_gets_cores_over_jobs_threads_unless_the_user_set_them(monkeypatch):
+    monkeypatch.setattr(cores_launcher, "usable_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [cores_launcher.threads_per_job(n) for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # joblib keeps the user's setting
+    assert cores_launcher.threads_per_job(2) == 1
+
+
 def test_a_one_job_batch_runs_in_this_process(monkeypatch):
     """An Optuna trial, a one-job sweep, n_jobs=1: the basic launcher's path, every thread."""
     launcher = CoresLauncher(n_jobs=-1)

@@ -40,6 +40,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_job(workers: int) -> int:
+    """What joblib gives each worker: OMP_NUM_THREADS where the user set it, else
+    cores // workers."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, usable_cores() // workers)
+
+
 class CoresLauncher(Launcher):
     """Hydra launcher: see the module docstring."""
 
@@ -95,7 +104,7 @@ class CoresLauncher(Launcher):
             "Launching %d jobs, %d at a time, %d torch thread(s) each",
             len(job_overrides),
             workers,
-            max(1, usable_cores() // workers),
+            threads_per_job(workers),
         )
         state = Singleton.get_state()
         with _ctrl_c_writes(stop) as ctrl_c:
