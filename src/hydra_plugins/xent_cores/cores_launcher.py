@@ -1,5 +1,6 @@
 """`hydra/launcher=cores`, xent's default sweep layout: a batch's jobs side by side, one
-process per CPU core, each with `cores // jobs` torch threads (joblib's loky workers cap them).
+process per CPU core, each with `cores // workers` torch threads (joblib's loky workers cap
+them; OMP_NUM_THREADS where the user set it).
 
 On a 2-core machine two single-threaded jobs train 1.95-2.40x the images/s of one, where one
 job on both cores gets 1.70-1.79x (benchmarks/sweep_threads.json). What a sweep does otherwise
