@@ -108,22 +108,37 @@ class CoresLauncher(Launcher):
             threads_per_job(workers),
         )
         state = Singleton.get_state()
-        with _ctrl_c_writes(stop) as ctrl_c:
-            runs = Parallel(n_jobs=workers, backend="loky", **self.joblib_kwargs)(
-                delayed(_run_job)(
-                    initial_job_idx + idx,
-                    overrides,
-                    self.hydra_context,
-                    self.config,
-                    self.task_function,
-                    state,
-                    list(sys.argv),
-                    str(stop),
+        try:
+            with _ctrl_c_writes(stop) as ctrl_c:
+                runs = Parallel(n_jobs=workers, backend="loky", **self.joblib_kwargs)(
+                    delayed(_run_job)(
+                        initial_job_idx + idx,
+                        overrides,
+                        self.hydra_context,
+                        self.config,
+                        self.task_function,
+                        state,
+                        list(sys.argv),
+                        str(stop),
+                    )
+                    for idx, overrides in enumerate(job_overrides)
                 )
-                for idx, overrides in enumerate(job_overrides)
-            )
+        finally:
+            _shut_down_workers()
         stop.unlink(missing_ok=True)
         return _relay(runs, interrupted_by_user=ctrl_c["seen"])
+
+
+def _shut_down_workers() -> None:
+    """The workers and their temporary folder go with the batch, not at the interpreter's exit:
+    a process that ends without it (`os._exit`, as a forking test harness does) would leave
+    loky's resource tracker warning on stderr about a leaked folder. joblib keeps its reusable
+    executor in loky's `reusable_executor._executor` (joblib 1.6, the lock's)."""
+    from joblib.externals.loky import reusable_executor
+
+    executor = getattr(reusable_executor, "_executor", None)
+    if executor is not None and hasattr(executor, "terminate"):
+        executor.terminate(kill_workers=False)
 
 
 @contextmanager
